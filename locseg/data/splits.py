@@ -1,0 +1,152 @@
+"""Folds and nested label fractions: pure functions plus one persisted splits file.
+
+The design is paired: for a given fold every fraction and every arm sees the same test images and
+the same validation images, and the 10% training subset lies inside the 20% one, and so on. The
+training images of a fold are stored in one fixed random order; a fraction is a prefix of it.
+Like nnU-Net's ``splits_final.json``, the file is computed once and reused by every run.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+from collections import defaultdict
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+
+from locseg.data.dataset import DatasetError, FundusDataset
+from locseg.io import write_json_atomic
+
+SPLITS_FILE = "splits_final.json"
+
+
+def grouped_folds(
+    ids: Sequence[str], groups: Sequence[str], num_folds: int, seed: int
+) -> list[list[str]]:
+    """Partition ``ids`` into ``num_folds`` folds; images of one group never straddle two folds.
+
+    Groups are shuffled, then placed largest first into the currently smallest fold.
+    """
+    members: dict[str, list[str]] = defaultdict(list)
+    for image_id, group in zip(ids, groups, strict=True):
+        members[group].append(image_id)
+    if len(members) < num_folds:
+        raise DatasetError(
+            f"{len(members)} patient groups cannot fill {num_folds} folds; "
+            f"set data.num_folds <= {len(members)} or add images."
+        )
+    rng = np.random.default_rng(seed)
+    order = [list(members)[i] for i in rng.permutation(len(members))]
+    order.sort(key=lambda group: -len(members[group]))  # stable: ties keep the shuffled order
+    folds: list[list[str]] = [[] for _ in range(num_folds)]
+    for group in order:
+        smallest = min(range(num_folds), key=lambda k: len(folds[k]))
+        folds[smallest].extend(members[group])
+    return [sorted(fold) for fold in folds]
+
+
+def split_validation(
+    ids: Sequence[str], groups: Sequence[str], val_fraction: float, seed: int
+) -> tuple[list[str], list[str]]:
+    """Carve a grouped validation set (at least one group) from training ids: (train, val)."""
+    by_group: dict[str, list[str]] = defaultdict(list)
+    for image_id, group in zip(ids, groups, strict=True):
+        by_group[group].append(image_id)
+    names = sorted(by_group)
+    rng = np.random.default_rng(seed)
+    wanted = max(1, round(val_fraction * len(ids)))
+    val: list[str] = []
+    for index in rng.permutation(len(names)):
+        if len(val) >= wanted or len(val) + 1 >= len(ids):
+            break
+        val.extend(by_group[names[index]])
+    val_set = set(val)
+    return [i for i in ids if i not in val_set], sorted(val)
+
+
+def fraction_prefix(ordered_train: Sequence[str], fraction: float) -> list[str]:
+    """The nested subset for ``fraction``: a prefix of the fold's fixed training order."""
+    if not 0 < fraction <= 1:
+        raise DatasetError(f"data.fraction={fraction} must lie in (0, 1].")
+    count = math.ceil(round(fraction * len(ordered_train), 6))
+    if count == 0:
+        raise DatasetError(
+            f"data.fraction={fraction} leaves no training image (the fold has "
+            f"{len(ordered_train)}); raise the fraction or add masked images."
+        )
+    return list(ordered_train[:count])
+
+
+def make_splits(dataset: FundusDataset, num_folds: int, val_fraction: float, seed: int) -> dict:
+    """Folds over the masked pool, each with test ids, validation ids and ordered training ids."""
+    masked = dataset.masked()
+    if len(masked) < num_folds:
+        raise DatasetError(
+            f"{dataset.root}: {len(masked)} masked image(s) cannot fill {num_folds} folds; "
+            "add masks or lower data.num_folds."
+        )
+    groups = {s.image_id: s.group_id for s in masked}
+    ids = [s.image_id for s in masked]
+    folds = grouped_folds(ids, [groups[i] for i in ids], num_folds, seed)
+    entries = []
+    for k, test in enumerate(folds):
+        rest = [i for i in ids if i not in set(test)]
+        train, val = split_validation(rest, [groups[i] for i in rest], val_fraction, seed + k)
+        order = np.random.default_rng([seed, k]).permutation(len(train))
+        entries.append({"test": test, "val": val, "train": [train[i] for i in order]})
+    return {"num_folds": num_folds, "val_fraction": val_fraction, "seed": seed, "folds": entries}
+
+
+def splits_path(dataset: FundusDataset, cache_dir: Path) -> Path:
+    """``splits_final.json`` in the dataset folder, or in the cache if that folder is read-only."""
+    if os.access(dataset.root, os.W_OK):
+        return dataset.root / SPLITS_FILE
+    tag = hashlib.sha256(str(dataset.root).encode()).hexdigest()[:12]
+    return cache_dir / f"{dataset.root.name}-{tag}-{SPLITS_FILE}"
+
+
+def load_or_make_splits(
+    dataset: FundusDataset, num_folds: int, val_fraction: float, seed: int, path: Path
+) -> dict:
+    """Reuse the persisted splits when they match the request and the masked pool; else rewrite."""
+    masked_ids = sorted(s.image_id for s in dataset.masked())
+    if path.is_file():
+        stored = json.loads(path.read_text())
+        same_request = (
+            stored.get("num_folds"),
+            stored.get("val_fraction"),
+            stored.get("seed"),
+        ) == (
+            num_folds,
+            val_fraction,
+            seed,
+        )
+        stored_ids = sorted(i for fold in stored.get("folds", []) for i in fold["test"])
+        if same_request and stored_ids == masked_ids:
+            return stored
+    splits = make_splits(dataset, num_folds, val_fraction, seed)
+    write_json_atomic(path, splits)
+    return splits
+
+
+def check_fold(fold: int, num_folds: int) -> None:
+    if not 0 <= fold < num_folds:
+        raise DatasetError(f"data.fold={fold} is out of range; use 0..{num_folds - 1}.")
+
+
+def localization_pool(dataset: FundusDataset, splits: dict, fold: int) -> tuple[list[str], bool]:
+    """Images the localizer may train on for ``fold``, and whether that pool depends on the fold.
+
+    With a centre-only pool disjoint from the masks (the paper's setting, the synthetic set), one
+    localizer serves every fold. Where centres and masks share images (DRIONS-DB), the localizer of
+    fold k must not see fold k's test images, so the pool is every centred image outside them.
+    """
+    centre_only = [s.image_id for s in dataset.centre_only()]
+    if centre_only:
+        return centre_only, False
+    test = set(splits["folds"][fold]["test"])
+    return [s.image_id for s in dataset.centred() if s.image_id not in test], True

@@ -1,0 +1,85 @@
+"""Job identity and bookkeeping for sweeps: config hash, skip-if-done, encoder lookup per fold.
+
+Every job writes ``job.json`` when it starts and ``metrics.json`` when it ends (status ok or
+failed), both atomically. A killed job therefore leaves a ``job.json`` alone, which the report
+calls incomplete, and a re-run of the sweep redoes exactly the jobs without a finished result.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+
+from omegaconf import DictConfig, OmegaConf
+
+from locseg.io import write_json_atomic
+
+JOB_FILE = "job.json"
+METRICS_FILE = "metrics.json"
+ENCODER_FILE = "encoder.pt"
+# Keys that change where or how loudly a job runs, not what it computes.
+_NOT_IDENTITY = ("paths", "logger", "callbacks", "hydra", "sweep_dir", "skip_done", "run_name")
+
+
+def arm_name(init: str, freeze_encoder: bool) -> str:
+    """The experimental arm of a segment job: scratch, localizer-frozen or localizer-finetune."""
+    if init == "scratch":
+        return "scratch"
+    return f"{init}-{'frozen' if freeze_encoder else 'finetune'}"
+
+
+def config_hash(cfg: DictConfig) -> str:
+    """A short hash of the resolved config, without run-location keys."""
+    resolved = OmegaConf.to_container(cfg, resolve=True)
+    identity = {k: v for k, v in resolved.items() if k not in _NOT_IDENTITY}
+    identity["trainer"] = {k: v for k, v in identity.get("trainer", {}).items() if "dir" not in k}
+    return hashlib.sha256(json.dumps(identity, sort_keys=True, default=str).encode()).hexdigest()[
+        :12
+    ]
+
+
+def finished_result(run_dir: Path, expected_hash: str) -> dict | None:
+    """The stored metrics if this run dir already holds a successful job with the same hash."""
+    path = Path(run_dir) / METRICS_FILE
+    if not path.is_file():
+        return None
+    try:
+        metrics = json.loads(path.read_text())
+    except json.JSONDecodeError:
+        return None
+    if metrics.get("status") == "ok" and metrics.get("config_hash") == expected_hash:
+        return metrics
+    return None
+
+
+def write_job(run_dir: Path, job: dict) -> None:
+    write_json_atomic(Path(run_dir) / JOB_FILE, job)
+
+
+def write_metrics(run_dir: Path, metrics: dict) -> None:
+    write_json_atomic(Path(run_dir) / METRICS_FILE, metrics)
+
+
+def encoder_candidates(sweep_dir: Path, fold: int) -> list[Path]:
+    """Where a sweep keeps the localizer for ``fold``: its own, else the one shared by all folds."""
+    root = Path(sweep_dir) / "localize"
+    return [root / f"fold_{fold}" / ENCODER_FILE, root / "shared" / ENCODER_FILE]
+
+
+def find_encoder(sweep_dir: str | Path | None, fold: int) -> Path:
+    """Locate a segment job's encoder checkpoint from the sweep layout; fail fast if absent."""
+    if sweep_dir is None:
+        raise FileNotFoundError(
+            "model.init=localizer needs an encoder: set model.encoder_ckpt=RUN/encoder.pt, or "
+            "sweep_dir=SWEEP where SWEEP/localize/ holds a localizer run (see multirun_templates/)."
+        )
+    candidates = encoder_candidates(Path(sweep_dir), fold)
+    for path in candidates:
+        if path.is_file():
+            return path
+    tried = ", ".join(str(p) for p in candidates)
+    raise FileNotFoundError(
+        f"no encoder checkpoint for fold {fold}: tried {tried}. Run the localization sweep first: "
+        f"python -m locseg.train -m +sweep=localize sweep_dir={sweep_dir} (or localize_per_fold)."
+    )

@@ -1,0 +1,94 @@
+"""Augmentation moves targets with the image; the DataModules serve the right images."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from conftest import make_dataset
+
+from locseg.data.augment import apply_augmentation, build_augmentation
+from locseg.data.datamodules import LocalizationDataModule, SegmentationDataModule
+from locseg.data.dataset import DatasetError
+
+
+@pytest.mark.parametrize("flip", ["hflip", "vflip"])
+def test_keypoint_and_mask_follow_flips(flip):
+    pipeline = build_augmentation(
+        **{"hflip": 0.0, "vflip": 0.0, flip: 1.0},
+        affine_p=0,
+        brightness_contrast_p=0,
+        gamma_p=0,
+    )
+    image = np.zeros((32, 32), np.uint8)
+    image[6, 21] = 255
+    mask = (image > 0).astype(np.uint8)
+    out_image, out_mask, centre = apply_augmentation(pipeline, image, mask, np.array([21.0, 6.0]))
+    y, x = np.argwhere(out_image == 255)[0]
+    assert (x, y) == (10, 6) if flip == "hflip" else (x, y) == (21, 25)
+    assert tuple(centre) == (x, y)
+    assert out_mask[y, x] == 1
+
+
+def test_affine_moves_the_centre_with_the_disc():
+    pipeline = build_augmentation(
+        hflip=0,
+        affine_p=1.0,
+        rotate=30,
+        scale=0.2,
+        translate=0.1,
+        brightness_contrast_p=0,
+        gamma_p=0,
+    )
+    rng = np.random.default_rng(0)
+    for _ in range(10):
+        image = np.zeros((64, 64), np.uint8)
+        cy, cx = rng.integers(20, 44, 2)
+        image[cy - 3 : cy + 4, cx - 3 : cx + 4] = 255
+        out, _, centre = apply_augmentation(
+            pipeline, image, image.copy(), np.array([cx, cy], float)
+        )
+        ys, xs = np.nonzero(out > 127)
+        assert np.hypot(xs.mean() - centre[0], ys.mean() - centre[1]) < 1.0
+
+
+def _module(cls, root, **kwargs):
+    options = dict(
+        root=str(root), image_size=32, batch_size=4, num_folds=3, augment={"enabled": False}
+    )
+    module = cls(**{**options, **kwargs})
+    module.prepare_data()
+    module.setup("fit")
+    return module
+
+
+def test_segmentation_batches_and_nested_fractions(tiny_dataset):
+    small = _module(SegmentationDataModule, tiny_dataset, fraction=0.3)
+    full = _module(SegmentationDataModule, tiny_dataset, fraction=1.0)
+    assert set(small.selection["train"]) < set(full.selection["train"])
+    assert small.selection["test"] == full.selection["test"]
+    assert small.selection["val"] == full.selection["val"]
+    batch = next(iter(full.train_dataloader()))
+    assert batch["image"].shape == (4, 1, 32, 32) and batch["mask"].shape == (4, 1, 32, 32)
+    assert 0 <= batch["image"].min() and batch["image"].max() <= 1
+    assert set(torch.unique(batch["mask"]).tolist()) <= {0.0, 1.0}
+
+
+def test_localization_uses_centre_only_pool_and_fold_test(tiny_dataset):
+    module = _module(LocalizationDataModule, tiny_dataset, fold=1)
+    segment = _module(SegmentationDataModule, tiny_dataset, fold=1)
+    assert all(i.startswith("loc_") for i in module.selection["train"] + module.selection["val"])
+    assert module.selection["test"] == segment.selection["test"]
+    batch = next(iter(module.val_dataloader()))
+    assert batch["center"].shape == (len(batch["image"]), 2)
+    assert torch.all((batch["center"] > 0) & (batch["center"] < 1))
+    u, v = module.mean_train_center()
+    assert 0.25 < u < 0.75 and 0.25 < v < 0.75
+
+
+def test_fold_out_of_range_and_empty_fraction(tiny_dataset, tmp_path):
+    with pytest.raises(DatasetError, match=r"data.fold=5 is out of range; use 0..4"):
+        SegmentationDataModule(root=str(tiny_dataset), fold=5)
+    tiny = make_dataset(tmp_path / "t", n_masked=6)
+    with pytest.raises(DatasetError, match="fraction"):
+        _module(SegmentationDataModule, tiny, fraction=0.0)

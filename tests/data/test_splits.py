@@ -1,0 +1,89 @@
+"""Folds partition the masked pool, fractions nest, groups stay whole, test images never leak."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from conftest import make_dataset
+
+from locseg.data.dataset import DatasetError, load_dataset
+from locseg.data.splits import (
+    fraction_prefix,
+    grouped_folds,
+    load_or_make_splits,
+    localization_pool,
+    make_splits,
+)
+
+
+def test_folds_partition_the_pool_exactly():
+    ids = [f"i{k}" for k in range(23)]
+    folds = grouped_folds(ids, ids, 5, seed=3)
+    flat = [i for fold in folds for i in fold]
+    assert sorted(flat) == sorted(ids) and len(flat) == len(set(flat))
+    assert max(map(len, folds)) - min(map(len, folds)) <= 1
+
+
+def test_groups_never_split():
+    ids = [f"i{k}" for k in range(30)]
+    groups = [f"p{k // 3}" for k in range(30)]
+    folds = grouped_folds(ids, groups, 5, seed=0)
+    where = {i: k for k, fold in enumerate(folds) for i in fold}
+    for patient in set(groups):
+        members = [i for i, g in zip(ids, groups, strict=True) if g == patient]
+        assert len({where[i] for i in members}) == 1
+
+
+def test_fractions_are_nested_and_never_empty():
+    order = [f"i{k}" for k in range(17)]
+    previous: set[str] = set()
+    for fraction in [0.1, 0.2, 0.3, 0.5, 0.7, 1.0]:
+        subset = set(fraction_prefix(order, fraction))
+        assert previous <= subset
+        previous = subset
+    assert previous == set(order)
+    with pytest.raises(DatasetError, match="fraction"):
+        fraction_prefix(order, 0.0)
+    with pytest.raises(DatasetError, match="leaves no training image"):
+        fraction_prefix([], 0.5)
+
+
+def test_splits_keep_test_out_of_train_val_and_localization(tmp_path):
+    root = make_dataset(tmp_path / "d", n_masked=15, groups=5)
+    dataset = load_dataset(root)
+    splits = make_splits(dataset, num_folds=5, val_fraction=0.2, seed=1)
+    for k, fold in enumerate(splits["folds"]):
+        test = set(fold["test"])
+        assert not test & set(fold["train"]) and not test & set(fold["val"])
+        assert not set(fold["train"]) & set(fold["val"])
+        pool, per_fold = localization_pool(dataset, splits, k)
+        assert per_fold and not test & set(pool)
+
+
+def test_disjoint_centre_only_pool_serves_every_fold(tiny_dataset):
+    dataset = load_dataset(tiny_dataset)
+    splits = make_splits(dataset, num_folds=3, val_fraction=0.2, seed=1)
+    pools = [localization_pool(dataset, splits, k) for k in range(3)]
+    assert all(not per_fold for _, per_fold in pools)
+    assert all(pool == pools[0][0] for pool, _ in pools)
+    assert all(i.startswith("loc_") for i in pools[0][0])
+
+
+def test_splits_are_persisted_and_reused(tmp_path):
+    root = make_dataset(tmp_path / "d", n_masked=10)
+    dataset = load_dataset(root)
+    path = tmp_path / "splits_final.json"
+    first = load_or_make_splits(dataset, 5, 0.2, 7, path)
+    stored = json.loads(path.read_text())
+    assert stored == first
+    stored["folds"][0]["val"] = ["edited-by-hand"]
+    path.write_text(json.dumps(stored))
+    assert load_or_make_splits(dataset, 5, 0.2, 7, path)["folds"][0]["val"] == ["edited-by-hand"]
+    assert load_or_make_splits(dataset, 2, 0.2, 7, path)["num_folds"] == 2
+
+
+def test_too_few_masks_for_the_folds(tmp_path):
+    dataset = load_dataset(make_dataset(tmp_path / "d", n_masked=3))
+    with pytest.raises(DatasetError, match="cannot fill 5 folds"):
+        make_splits(dataset, 5, 0.2, 0)
