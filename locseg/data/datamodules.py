@@ -65,6 +65,7 @@ class FundusDataModule(pl.LightningDataModule):
     def __init__(
         self,
         root: str,
+        name: str = "dataset",
         fold: int = 0,
         fraction: float = 1.0,
         num_folds: int = 5,
@@ -81,7 +82,7 @@ class FundusDataModule(pl.LightningDataModule):
     ):
         super().__init__()
         check_fold(fold, num_folds)
-        self.root = Path(root).expanduser()
+        self.root, self.name = Path(root).expanduser(), name
         self.fold, self.fraction, self.num_folds = fold, fraction, num_folds
         self.val_fraction, self.split_seed = val_fraction, split_seed
         self.batch_size, self.num_workers, self.pin_memory = batch_size, num_workers, pin_memory

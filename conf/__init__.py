@@ -1,0 +1,1 @@
+"""Hydra configs; a package so that a plain `pip install .` ships them as `locseg.conf`."""

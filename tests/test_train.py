@@ -1,0 +1,153 @@
+"""Both phases through the real Hydra config: what comes out, not only that nothing crashed."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import pytest
+import torch
+from conftest import make_dataset
+from hydra import compose, initialize_config_module
+from hydra.core.global_hydra import GlobalHydra
+from hydra.core.hydra_config import HydraConfig
+from omegaconf import open_dict
+
+from locseg.train import run_job
+
+FAST = [
+    "data.image_size=32",
+    "data.batch_size=4",
+    "data.num_folds=3",
+    "net.base_width=4",
+    "net.depth=2",
+    "logger=csv",
+    "callbacks.progress_bar=null",
+]
+
+
+@pytest.fixture(scope="module")
+def data_root(tmp_path_factory) -> Path:
+    return make_dataset(tmp_path_factory.mktemp("data") / "d", n_masked=12, n_centre_only=16)
+
+
+def compose_job(phase: str, run_dir: Path, root: Path, *overrides: str):
+    GlobalHydra.instance().clear()
+    with initialize_config_module("locseg.conf", version_base="1.3"):
+        cfg = compose(
+            "train",
+            overrides=[f"+phase={phase}", f"data.root={root}", f"paths.output_dir={run_dir}"]
+            + FAST
+            + list(overrides),
+            return_hydra_config=True,
+        )
+    HydraConfig.instance().set_config(cfg)
+    with open_dict(cfg):
+        del cfg["hydra"]
+    return cfg
+
+
+def run(phase, run_dir, root, *overrides) -> dict:
+    metrics = run_job(compose_job(phase, run_dir, root, *overrides))
+    stored = json.loads((run_dir / "metrics.json").read_text())
+    assert stored["status"] == "ok" and stored["test"] == metrics["test"]
+    return stored
+
+
+def test_fast_dev_run_both_phases(tmp_path, data_root):
+    loc = run("localize", tmp_path / "L", data_root, "+trainer.fast_dev_run=true")
+    assert (tmp_path / "L" / "encoder.pt").is_file()
+    assert {"dist_px", "mse_px2", "baseline_dist_px", "dist_frac_width"} <= set(loc["test"])
+    seg = run(
+        "segment",
+        tmp_path / "S",
+        data_root,
+        "+trainer.fast_dev_run=true",
+        "model.init=localizer",
+        f"model.encoder_ckpt={tmp_path / 'L' / 'encoder.pt'}",
+    )
+    expected = {
+        "phase",
+        "fold",
+        "fraction",
+        "init",
+        "freeze_encoder",
+        "arm",
+        "val",
+        "test",
+        "per_image_test_dice",
+        "wall_time_s",
+        "config_hash",
+        "n_train",
+        "n_test",
+    }
+    assert expected <= set(seg)
+    assert seg["arm"] == "localizer-frozen" and seg["init"] == "localizer"
+    assert len(seg["per_image_test_dice"]) == seg["n_test"] == 4
+    assert all(key.startswith("seg_") for key in seg["per_image_test_dice"])
+
+
+def test_handoff_frozen_encoder_is_bit_identical(tmp_path, data_root):
+    run("localize", tmp_path / "L", data_root, "trainer.max_epochs=2")
+    encoder = torch.load(tmp_path / "L" / "encoder.pt", weights_only=True)["state_dict"]
+    seg = run(
+        "segment",
+        tmp_path / "S",
+        data_root,
+        "trainer.max_epochs=3",
+        "data.fraction=0.5",
+        "model.init=localizer",
+        f"model.encoder_ckpt={tmp_path / 'L' / 'encoder.pt'}",
+    )
+    best = torch.load(seg["best_checkpoint"], weights_only=False)["state_dict"]
+    for name, tensor in encoder.items():
+        assert torch.equal(best[f"encoder.{name}"], tensor), name
+    assert seg["fraction"] == 0.5 and seg["n_train"] < 8
+
+
+def test_wrong_architecture_fails_at_start_with_both_shapes(tmp_path, data_root):
+    run("localize", tmp_path / "L", data_root, "+trainer.fast_dev_run=true")
+    cfg = compose_job(
+        "segment",
+        tmp_path / "S",
+        data_root,
+        "net.base_width=8",
+        "model.init=localizer",
+        f"model.encoder_ckpt={tmp_path / 'L' / 'encoder.pt'}",
+    )
+    with pytest.raises(ValueError) as raised:
+        run_job(cfg)
+    message = str(raised.value)
+    assert "base_width" in message and "(4, 1, 3, 3)" in message and "(8, 1, 3, 3)" in message
+    failed = json.loads((tmp_path / "S" / "metrics.json").read_text())
+    assert failed["status"] == "failed" and "encoder" in failed["error"].lower()
+
+
+def test_missing_encoder_names_the_fix(tmp_path, data_root):
+    cfg = compose_job("segment", tmp_path / "S", data_root, "model.init=localizer")
+    with pytest.raises(FileNotFoundError, match="model.encoder_ckpt"):
+        run_job(cfg)
+
+
+def test_finished_job_is_skipped(tmp_path, data_root, monkeypatch):
+    first = run("segment", tmp_path / "S", data_root, "+trainer.fast_dev_run=true")
+    import locseg.train
+
+    monkeypatch.setattr(locseg.train, "train", lambda *a: pytest.fail("should have skipped"))
+    again = run_job(compose_job("segment", tmp_path / "S", data_root, "+trainer.fast_dev_run=true"))
+    assert again["config_hash"] == first["config_hash"]
+
+
+def logged_value(blob: bytes, key: str) -> float:
+    """Read a history value from an offline W&B run file (protobuf: key, then value_json)."""
+    match = re.search(re.escape(key.encode()) + rb"\x82\x01(.)", blob, re.DOTALL)
+    start = match.end()
+    return float(blob[start : start + match.group(1)[0]].decode())
+
+
+def test_wandb_offline_run_holds_the_metrics(tmp_path, data_root):
+    seg = run("segment", tmp_path / "S", data_root, "trainer.max_epochs=1", "logger=default")
+    (run_file,) = (tmp_path / "S" / "wandb").glob("offline-run-*/run-*.wandb")
+    assert logged_value(run_file.read_bytes(), "test/loss") == pytest.approx(seg["test"]["loss"])
+    assert (tmp_path / "S" / "csv" / "metrics.csv").is_file()
