@@ -1,0 +1,183 @@
+"""Phase 1: regress the optic-disc centre with the U-Net encoder, then hand the encoder on.
+
+Targets and predictions are normalised coordinates (x / W, y / H) so images of any native size share
+one scale; the metrics map them back to native pixels, the unit a reader can judge.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+import pytorch_lightning as pl
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torchmetrics import MeanMetric, Metric, SumMetric
+
+from locseg.models.encoder_io import save_encoder
+from locseg.models.unet import Encoder, LocalizationHead, check_input_size
+
+STAGES = ("val", "test")
+ERROR_METRICS = ("dist_px", "mse_px2", "dist_frac_width", "baseline_dist_px")
+
+
+def _reset(*metrics: Metric) -> None:
+    """Reset outside inference mode: states re-created under ``trainer.validate`` would otherwise
+    be inference tensors, which a later ``fit`` (whose validation runs under no_grad) cannot
+    update in place."""
+    with torch.inference_mode(False):
+        for metric in metrics:
+            metric.reset()
+
+
+def pixel_distance(
+    pred: torch.Tensor, center: torch.Tensor, native_size: torch.Tensor
+) -> torch.Tensor:
+    """Euclidean distance (B,) in native pixels between normalised (x/W, y/H) points."""
+    return ((pred.float() - center.float()) * native_size.float()).norm(dim=1)
+
+
+def localization_errors(
+    pred: torch.Tensor,
+    center: torch.Tensor,
+    native_size: torch.Tensor,
+    radius: torch.Tensor,
+    baseline: torch.Tensor,
+) -> dict[str, torch.Tensor]:
+    """Per-image errors (each (B,)) in native pixels, plus which images have a known radius.
+
+    ``within_radius`` is 0 where the radius is unknown (NaN); weight it by ``radius_known``.
+    """
+    dist = pixel_distance(pred, center, native_size)
+    radius = radius.float()
+    known = ~torch.isnan(radius)
+    return {
+        "dist_px": dist,
+        "mse_px2": dist.square(),
+        "dist_frac_width": dist / native_size[:, 0].float(),
+        "baseline_dist_px": pixel_distance(baseline.expand_as(center), center, native_size),
+        "within_radius": (known & (dist < radius)).float(),
+        "radius_known": known.float(),
+    }
+
+
+def _stage_metrics() -> nn.ModuleDict:
+    """Running means that stay on the device: no host sync until the epoch ends."""
+    metrics = {name: MeanMetric(nan_strategy="disable") for name in ("loss", *ERROR_METRICS)}
+    metrics["within_radius"] = MeanMetric(nan_strategy="disable")
+    metrics["radius_known"] = SumMetric(nan_strategy="disable")
+    return nn.ModuleDict(metrics)
+
+
+class LocalizerModule(pl.LightningModule):
+    """Encoder + flatten/linear head -> (x/W, y/H); MSE loss on normalised coordinates; RMSprop.
+
+    Batch: ``image`` (B,1,S,S) in [0,1], ``center`` (B,2) normalised, ``native_size`` (B,2) (W,H)
+    in px, ``radius`` (B,) disc radius in native px (NaN if unknown), ``index`` (B,).
+    """
+
+    def __init__(
+        self,
+        in_channels: int = 1,
+        depth: int = 3,
+        base_width: int = 8,
+        dropout: float = 0.1,
+        lr: float = 1e-3,
+        input_size: int = 64,
+        preprocess: dict | None = None,
+        baseline_center: Sequence[float] = (0.5, 0.5),
+    ):
+        super().__init__()
+        self.save_hyperparameters()
+        check_input_size(input_size, depth)
+        self.encoder = Encoder(in_channels, depth, base_width, dropout)
+        self.head = LocalizationHead(self.encoder.out_channels, input_size // 2**depth)
+        self.register_buffer(
+            "baseline_center", torch.tensor([float(c) for c in baseline_center]).view(1, 2)
+        )
+        self.train_loss = MeanMetric(nan_strategy="disable")
+        self.stage_metrics = nn.ModuleDict({stage: _stage_metrics() for stage in STAGES})
+
+    def set_baseline_center(self, center: Sequence[float]) -> None:
+        """Use this normalised (x/W, y/H) point, e.g. the mean training centre, as the baseline."""
+        value = torch.as_tensor([float(c) for c in center], dtype=self.baseline_center.dtype)
+        self.baseline_center.copy_(value.view(1, 2))
+
+    def forward(self, image: torch.Tensor) -> torch.Tensor:
+        bottleneck, _ = self.encoder(image)
+        return self.head(bottleneck)
+
+    # ------------------------------------------------------------------ steps
+
+    def training_step(self, batch: Mapping[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
+        loss = F.mse_loss(self(batch["image"]).float(), batch["center"].float())
+        self.train_loss.update(loss.detach(), weight=batch["image"].shape[0])
+        return loss
+
+    def on_train_epoch_end(self) -> None:
+        self.log("train/loss", self.train_loss.compute())
+        _reset(self.train_loss)
+
+    def _eval_step(self, batch: Mapping[str, torch.Tensor], stage: str) -> dict:
+        pred = self(batch["image"])
+        loss = F.mse_loss(pred.float(), batch["center"].float())
+        errors = localization_errors(
+            pred.detach(),
+            batch["center"],
+            batch["native_size"],
+            batch["radius"],
+            self.baseline_center,
+        )
+        metrics = self.stage_metrics[stage]
+        metrics["loss"].update(loss.detach(), weight=pred.shape[0])
+        for name in ERROR_METRICS:
+            metrics[name].update(errors[name])
+        metrics["within_radius"].update(errors["within_radius"], weight=errors["radius_known"])
+        metrics["radius_known"].update(errors["radius_known"])
+        return {"loss": loss, "pred": pred.detach()}
+
+    def _log_stage(self, stage: str) -> None:
+        """Log the epoch means; ``within_radius`` only when some radius was known."""
+        metrics = self.stage_metrics[stage]
+        for name in ("loss", *ERROR_METRICS):
+            self.log(f"{stage}/{name}", metrics[name].compute())
+        if metrics["radius_known"].compute() > 0:
+            self.log(f"{stage}/within_radius", metrics["within_radius"].compute())
+        _reset(*metrics.values())
+
+    def validation_step(self, batch: Mapping[str, torch.Tensor], batch_idx: int) -> dict:
+        return self._eval_step(batch, "val")
+
+    def on_validation_epoch_end(self) -> None:
+        self._log_stage("val")
+
+    def test_step(self, batch: Mapping[str, torch.Tensor], batch_idx: int) -> dict:
+        return self._eval_step(batch, "test")
+
+    def on_test_epoch_end(self) -> None:
+        self._log_stage("test")
+
+    def predict_step(self, batch, batch_idx: int, dataloader_idx: int = 0) -> torch.Tensor:
+        """(B, 2) normalised (x/W, y/H) centres; multiply by (W, H) for native pixels."""
+        image = batch["image"] if isinstance(batch, Mapping) else batch
+        return self(image)
+
+    def configure_optimizers(self) -> torch.optim.Optimizer:
+        return torch.optim.RMSprop(self.parameters(), lr=self.hparams.lr)
+
+    # ------------------------------------------------------------------ hand-off
+
+    def export_encoder(self, path: str | os.PathLike) -> Path:
+        """Write ``encoder.pt`` for the segmentation phase (weights + compatibility record)."""
+        return save_encoder(
+            path,
+            self.encoder,
+            input_size=self.hparams.input_size,
+            preprocess=self.hparams.preprocess,
+            extra={
+                "task": "localize",
+                "baseline_center": self.baseline_center.view(-1).tolist(),
+            },
+        )

@@ -1,0 +1,175 @@
+"""Phase 2: segment the optic disc with a U-Net whose encoder is random or from the localizer.
+
+Three arms share this class: ``init=scratch`` (everything trained from random weights),
+``init=localizer`` with ``freeze_encoder=true`` (the paper's transfer: only the decoder and head
+learn) and ``init=localizer`` with ``freeze_encoder=false`` (fine-tuning).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+import pytorch_lightning as pl
+import torch
+from torch import nn
+from torchmetrics import MeanMetric, Metric
+
+from locseg.models.encoder_io import EncoderCheckpointError, load_encoder_checkpoint, load_into
+from locseg.models.losses import binary_dice, binary_iou, neg_log_dice_loss
+from locseg.models.unet import Decoder, Encoder, SegmentationHead, check_input_size
+
+INITS = ("scratch", "localizer")
+STAGES = ("val", "test")
+METRICS = ("loss", "dice", "iou")
+
+
+def _reset(*metrics: Metric) -> None:
+    """Reset outside inference mode: states re-created under ``trainer.validate`` would otherwise
+    be inference tensors, which a later ``fit`` (whose validation runs under no_grad) cannot
+    update in place."""
+    with torch.inference_mode(False):
+        for metric in metrics:
+            metric.reset()
+
+
+class SegmenterModule(pl.LightningModule):
+    """U-Net -> per-pixel disc probability; loss -log(soft Dice); Adam over trainable weights.
+
+    Batch: ``image`` (B,1,S,S) in [0,1], ``mask`` (B,1,S,S) in {0,1}, ``index`` (B,) long.
+    ``freeze_encoder`` only applies to ``init=localizer``: a frozen random encoder is no arm of
+    the study, so ``init=scratch`` always trains the whole network.
+    """
+
+    def __init__(
+        self,
+        in_channels: int = 1,
+        depth: int = 3,
+        base_width: int = 8,
+        dropout: float = 0.1,
+        lr: float = 1e-3,
+        init: str = "scratch",
+        encoder_ckpt: str | None = None,
+        freeze_encoder: bool = True,
+        dice_smooth: float = 1.0,
+        input_size: int = 64,
+        preprocess: dict | None = None,
+    ):
+        super().__init__()
+        self.save_hyperparameters()
+        if init not in INITS:
+            raise ValueError(f"model.init={init!r} is not one of {INITS}")
+        check_input_size(input_size, depth)
+        self.encoder = Encoder(in_channels, depth, base_width, dropout)
+        self.decoder = Decoder.for_encoder(self.encoder)
+        self.head = SegmentationHead(self.decoder.out_channels)
+        if init == "localizer":
+            self._load_encoder(encoder_ckpt, input_size, preprocess)
+        self.encoder_frozen = bool(freeze_encoder) and init == "localizer"
+        if self.encoder_frozen:
+            self.encoder.requires_grad_(False)
+            self.encoder.eval()
+
+        self.train_loss = MeanMetric(nan_strategy="disable")
+        self.stage_metrics = nn.ModuleDict(
+            {
+                stage: nn.ModuleDict({m: MeanMetric(nan_strategy="disable") for m in METRICS})
+                for stage in STAGES
+            }
+        )
+        self.test_per_image_dice: dict[int, float] = {}
+        self._test_index: list[torch.Tensor] = []
+        self._test_dice: list[torch.Tensor] = []
+
+    def _load_encoder(self, path: str | None, input_size: int, preprocess: dict | None) -> None:
+        if not path:
+            raise EncoderCheckpointError(
+                "model.init=localizer needs model.encoder_ckpt=PATH/encoder.pt; make one with "
+                "`python -m locseg.train +phase=localize data.root=DIR hydra.run.dir=RUN`"
+            )
+        ckpt = load_encoder_checkpoint(path)
+        # {} stands for "no preprocessing options", so a None here is still checked.
+        load_into(self.encoder, ckpt, input_size=input_size, preprocess=preprocess or {})
+
+    # ------------------------------------------------------------------ frozen means frozen
+
+    def train(self, mode: bool = True) -> SegmenterModule:
+        """Lightning switches the whole module to train mode; a frozen encoder stays in eval, so
+        its batch-norm running statistics (and dropout) never change."""
+        super().train(mode)
+        if getattr(self, "encoder_frozen", False):
+            self.encoder.eval()
+        return self
+
+    def on_train_epoch_start(self) -> None:
+        if self.encoder_frozen:
+            self.encoder.eval()
+
+    # ------------------------------------------------------------------ forward and steps
+
+    def forward(self, image: torch.Tensor) -> torch.Tensor:
+        bottleneck, skips = self.encoder(image)
+        return self.head(self.decoder(bottleneck, skips))
+
+    def _loss(self, prob: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        return neg_log_dice_loss(prob, mask, smooth=self.hparams.dice_smooth)
+
+    def training_step(self, batch: Mapping[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
+        loss = self._loss(self(batch["image"]), batch["mask"])
+        self.train_loss.update(loss.detach(), weight=batch["image"].shape[0])
+        return loss
+
+    def on_train_epoch_end(self) -> None:
+        self.log("train/loss", self.train_loss.compute())
+        _reset(self.train_loss)
+
+    def _eval_step(self, batch: Mapping[str, torch.Tensor], stage: str) -> dict:
+        prob = self(batch["image"])
+        loss = self._loss(prob, batch["mask"])
+        dice = binary_dice(prob.detach(), batch["mask"])
+        metrics = self.stage_metrics[stage]
+        metrics["loss"].update(loss.detach(), weight=prob.shape[0])
+        metrics["dice"].update(dice)
+        metrics["iou"].update(binary_iou(prob.detach(), batch["mask"]))
+        if stage == "test":
+            self._test_index.append(batch["index"].detach().view(-1))
+            self._test_dice.append(dice)
+        return {"loss": loss, "pred": prob.detach()}
+
+    def _log_stage(self, stage: str) -> None:
+        metrics = self.stage_metrics[stage]
+        for name, metric in metrics.items():
+            self.log(f"{stage}/{name}", metric.compute())
+        _reset(*metrics.values())
+
+    def validation_step(self, batch: Mapping[str, torch.Tensor], batch_idx: int) -> dict:
+        return self._eval_step(batch, "val")
+
+    def on_validation_epoch_end(self) -> None:
+        self._log_stage("val")
+
+    def on_test_epoch_start(self) -> None:
+        self.test_per_image_dice = {}
+        self._test_index, self._test_dice = [], []
+
+    def test_step(self, batch: Mapping[str, torch.Tensor], batch_idx: int) -> dict:
+        return self._eval_step(batch, "test")
+
+    def on_test_epoch_end(self) -> None:
+        self._log_stage("test")
+        if self._test_index:
+            index, dice = torch.cat(self._test_index), torch.cat(self._test_dice)
+            if self.trainer.world_size > 1:
+                # DistributedSampler pads ranks with repeats; keyed by index they collapse.
+                index, dice = self.all_gather(index).view(-1), self.all_gather(dice).view(-1)
+            pairs = zip(index.cpu().tolist(), dice.cpu().tolist(), strict=True)
+            self.test_per_image_dice = {int(i): float(d) for i, d in pairs}
+        self._test_index, self._test_dice = [], []
+
+    def predict_step(self, batch, batch_idx: int, dataloader_idx: int = 0) -> torch.Tensor:
+        """(B, 1, S, S) disc probabilities."""
+        image = batch["image"] if isinstance(batch, Mapping) else batch
+        return self(image)
+
+    def configure_optimizers(self) -> torch.optim.Optimizer:
+        trainable = [p for p in self.parameters() if p.requires_grad]
+        return torch.optim.Adam(trainable, lr=self.hparams.lr)
