@@ -18,8 +18,8 @@ from locseg.io import write_json_atomic
 JOB_FILE = "job.json"
 METRICS_FILE = "metrics.json"
 ENCODER_FILE = "encoder.pt"
-# Keys that change where or how loudly a job runs, not what it computes.
-_NOT_IDENTITY = ("paths", "logger", "callbacks", "hydra", "sweep_dir", "skip_done", "run_name")
+# Keys that change where or how loudly a job runs, not what it computes (also: any key "*dir").
+_NOT_IDENTITY = {"paths", "logger", "hydra", "skip_done", "run_name"}
 
 
 def arm_name(init: str, freeze_encoder: bool) -> str:
@@ -29,14 +29,21 @@ def arm_name(init: str, freeze_encoder: bool) -> str:
     return f"{init}-{'frozen' if freeze_encoder else 'finetune'}"
 
 
+def _identity(node):
+    if isinstance(node, dict):
+        return {
+            k: _identity(v)
+            for k, v in node.items()
+            if k not in _NOT_IDENTITY and not str(k).endswith("dir")
+        }
+    return node
+
+
 def config_hash(cfg: DictConfig) -> str:
-    """A short hash of the resolved config, without run-location keys."""
-    resolved = OmegaConf.to_container(cfg, resolve=True)
-    identity = {k: v for k, v in resolved.items() if k not in _NOT_IDENTITY}
-    identity["trainer"] = {k: v for k, v in identity.get("trainer", {}).items() if "dir" not in k}
-    return hashlib.sha256(json.dumps(identity, sort_keys=True, default=str).encode()).hexdigest()[
-        :12
-    ]
+    """A short hash of the resolved config, without run-location keys (folders, loggers)."""
+    identity = _identity(OmegaConf.to_container(cfg, resolve=True))
+    text = json.dumps(identity, sort_keys=True, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:12]
 
 
 def finished_result(run_dir: Path, expected_hash: str) -> dict | None:

@@ -1,0 +1,189 @@
+"""Sweeps as a user runs them: subprocesses, the sweep layout, resume, launchers, DDP, report."""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from conftest import make_dataset
+from scipy import stats
+
+REPO = Path(__file__).resolve().parents[1]
+FAST = [
+    "data.image_size=32",
+    "data.batch_size=4",
+    "data.num_folds=2",
+    "net.base_width=4",
+    "net.depth=2",
+    "trainer.max_epochs=2",
+    "logger=csv",
+    "callbacks.progress_bar=null",
+    "callbacks.overlays=null",
+]
+
+
+def locseg(*args: str, timeout: int = 300) -> subprocess.CompletedProcess:
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "1"}
+    result = subprocess.run(
+        [sys.executable, "-m", *args],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    return result
+
+
+def metrics_files(sweep: Path) -> dict[str, Path]:
+    return {str(p.parent.relative_to(sweep)): p for p in sweep.rglob("metrics.json")}
+
+
+@pytest.fixture(scope="module")
+def data_root(tmp_path_factory) -> Path:
+    return make_dataset(tmp_path_factory.mktemp("data") / "d", n_masked=12, n_centre_only=12)
+
+
+@pytest.fixture(scope="module")
+def sweep(tmp_path_factory, data_root) -> Path:
+    """Localize once, then 2 fractions x 2 folds x 2 arms, then the report."""
+    sweep = tmp_path_factory.mktemp("sweep")
+    common = [f"sweep_dir={sweep}", f"data.root={data_root}", *FAST]
+    locseg("locseg.train", "-m", "+sweep=localize", *common)
+    locseg(
+        "locseg.train", "-m", "+sweep=segment", *common, "data.fraction=0.5,1.0", "data.fold=0,1"
+    )
+    locseg("locseg.report", str(sweep), "--no-wandb")
+    return sweep
+
+
+def test_sweep_layout_and_report(sweep):
+    files = metrics_files(sweep)
+    assert "localize/shared" in files and (sweep / "localize/shared/encoder.pt").is_file()
+    segment = sorted(k for k in files if k.startswith("segment/"))
+    assert len(segment) == 8
+    assert "segment/frac_0.5/fold_1/localizer-frozen" in segment
+    for name in ("results.csv", "report.md", "dice_vs_fraction.png"):
+        assert (sweep / name).is_file(), name
+    rows = list(csv.DictReader((sweep / "results.csv").open()))
+    assert sum(row["phase"] == "segment" for row in rows) == 8
+    assert all(row["status"] == "ok" for row in rows)
+
+
+def test_report_ttest_equals_scipy(sweep):
+    def fold_dice(arm: str, fraction: float) -> list[float]:
+        jobs = [
+            json.loads(p.read_text())
+            for p in sweep.glob(f"segment/frac_{fraction}/fold_*/{arm}/metrics.json")
+        ]
+        return [job["test"]["dice"] for job in sorted(jobs, key=lambda job: job["fold"])]
+
+    report = (sweep / "report.md").read_text()
+    a, b = fold_dice("localizer-frozen", 1.0), fold_dice("scratch", 1.0)
+    expected = stats.ttest_rel(a, b)
+    if expected.pvalue == expected.pvalue:  # NaN when both folds tie exactly
+        assert f"{expected.statistic:.3f}" in report or f"{expected.statistic:.2f}" in report
+
+
+def test_resume_reruns_exactly_the_missing_jobs(sweep, data_root):
+    files = metrics_files(sweep)
+    removed = ["segment/frac_0.5/fold_0/scratch", "segment/frac_1.0/fold_1/localizer-frozen"]
+    before = {k: p.stat().st_mtime_ns for k, p in files.items()}
+    for name in removed:
+        files[name].unlink()
+    common = [f"sweep_dir={sweep}", f"data.root={data_root}", *FAST]
+    result = locseg(
+        "locseg.train", "-m", "+sweep=segment", *common, "data.fraction=0.5,1.0", "data.fold=0,1"
+    )
+    after = {k: p.stat().st_mtime_ns for k, p in metrics_files(sweep).items()}
+    assert set(after) == set(before)
+    changed = sorted(k for k in after if after[k] != before[k])
+    assert changed == sorted(removed)
+    assert (result.stdout + result.stderr).count("skipping") == 6
+
+
+def test_failing_jobs_do_not_stop_the_sweep_and_are_reported(tmp_path, data_root):
+    """No localizer in this sweep: the localizer arm fails fast, scratch still runs."""
+    sweep = tmp_path / "sweep"
+    locseg(
+        "locseg.train",
+        "-m",
+        "+sweep=segment",
+        f"sweep_dir={sweep}",
+        f"data.root={data_root}",
+        *FAST,
+        "data.fraction=1.0",
+        "data.fold=0",
+    )
+    jobs = {k: json.loads(p.read_text()) for k, p in metrics_files(sweep).items()}
+    assert jobs["segment/frac_1.0/fold_0/scratch"]["status"] == "ok"
+    failed = jobs["segment/frac_1.0/fold_0/localizer-frozen"]
+    assert failed["status"] == "failed" and "no encoder checkpoint for fold 0" in failed["error"]
+    locseg("locseg.report", str(sweep), "--no-wandb")
+    report = (sweep / "report.md").read_text()
+    assert "segment-localizer-frozen-frac1.0-fold0" in report
+
+
+def test_joblib_launcher_runs_jobs_in_parallel_processes(tmp_path, data_root):
+    sweep = tmp_path / "sweep"
+    locseg(
+        "locseg.train",
+        "-m",
+        "+sweep=segment",
+        "hydra/launcher=joblib",
+        "hydra.launcher.n_jobs=2",
+        f"sweep_dir={sweep}",
+        f"data.root={data_root}",
+        *FAST,
+        "data.fraction=0.5,1.0",
+        "data.fold=0",
+        "model.init=scratch",
+    )
+    jobs = [json.loads(p.read_text()) for p in sweep.rglob("metrics.json")]
+    assert sorted(job["fraction"] for job in jobs) == [0.5, 1.0]
+    assert all(job["status"] == "ok" for job in jobs)
+
+
+def test_submitit_local_launcher(tmp_path, data_root):
+    sweep = tmp_path / "sweep"
+    locseg(
+        "locseg.train",
+        "-m",
+        "+sweep=segment",
+        "hydra/launcher=submitit_local",
+        "hydra.launcher.timeout_min=10",
+        f"sweep_dir={sweep}",
+        f"data.root={data_root}",
+        *FAST,
+        "data.fraction=1.0",
+        "data.fold=0",
+        "model.init=scratch",
+    )
+    (metrics,) = sweep.rglob("metrics.json")
+    assert json.loads(metrics.read_text())["status"] == "ok"
+    assert list(sweep.rglob("*_submitted.pkl")) or list(sweep.rglob(".submitit"))
+
+
+def test_ddp_fit_with_two_cpu_processes(tmp_path, data_root):
+    run_dir = tmp_path / "ddp"
+    result = locseg(
+        "locseg.train",
+        "+phase=segment",
+        "trainer=ddp",
+        "trainer.accelerator=cpu",
+        "trainer.devices=2",
+        f"data.root={data_root}",
+        f"hydra.run.dir={run_dir}",
+        *FAST,
+    )
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    assert metrics["status"] == "ok" and 0 <= metrics["test"]["dice"] <= 1
+    assert "world_size=2" in (result.stdout + result.stderr).replace(
+        " ", ""
+    ) or "GLOBAL_RANK: 1" in (result.stdout + result.stderr)
