@@ -18,8 +18,17 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install -q -e ".[dev]"
 	touch $(STAMP)
 
+# The main job on the embedded synthetic set: data -> localizer -> fraction x fold x arm -> report.
+DEMO_DATA ?= data/synthetic
+DEMO_SWEEP ?= outputs/sweeps/demo
+DEMO_FRACTIONS ?= 0.1,0.25,0.5,1.0
 demo: install
-	$(BIN)/python -m locseg.demo
+	$(BIN)/python -m locseg.prepare synthetic $(DEMO_DATA)
+	$(BIN)/python -m locseg.train -m +sweep=localize data.root=$(DEMO_DATA) sweep_dir=$(DEMO_SWEEP)
+	$(BIN)/python -m locseg.train -m +sweep=segment data.root=$(DEMO_DATA) sweep_dir=$(DEMO_SWEEP) \
+		hydra/launcher=joblib hydra.launcher.n_jobs=2 \
+		data.fraction=$(DEMO_FRACTIONS)
+	$(BIN)/python -m locseg.report $(DEMO_SWEEP)
 
 test: install
 	$(BIN)/python -m pytest

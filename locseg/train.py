@@ -13,6 +13,7 @@ from pathlib import Path
 
 import hydra
 import pytorch_lightning as pl
+import torch
 from hydra.core.hydra_config import HydraConfig
 from hydra.errors import InstantiationException
 from hydra.types import RunMode
@@ -109,6 +110,8 @@ def stage_metrics(results: list[dict], stage: str) -> dict[str, float]:
 def train(cfg: DictConfig, run_dir: Path) -> dict:
     """Fit, evaluate the best checkpoint on val and test, hand the encoder on."""
     pl.seed_everything(cfg.seed, workers=True)
+    if cfg.get("threads"):
+        torch.set_num_threads(int(cfg.threads))
     datamodule = instantiate(cfg.data)
     datamodule.prepare_data()
     datamodule.setup("fit")

@@ -11,6 +11,8 @@ import pytest
 os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
 os.environ["WANDB_MODE"] = "offline"
 os.environ.setdefault("WANDB_SILENT", "true")
+# Tiny models train fastest on one thread, and subprocess tests must not oversubscribe 2 cores.
+os.environ["OMP_NUM_THREADS"] = "1"
 
 SHARED_DRIONS = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "drions-db"
 
@@ -44,6 +46,13 @@ def make_dataset(
             image, _, center = draw_disc_image(rng, size)
             writer.add(f"loc_{i:03d}", image, None, center)
     return root
+
+
+@pytest.fixture(autouse=True, scope="session")
+def one_torch_thread():
+    import torch
+
+    torch.set_num_threads(1)
 
 
 @pytest.fixture(autouse=True)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import re
+import time
 from pathlib import Path
 
 import pytest
@@ -24,6 +25,8 @@ FAST = [
     "net.depth=2",
     "logger=csv",
     "callbacks.progress_bar=null",
+    "val_every=2",
+    "threads=1",
 ]
 
 
@@ -89,13 +92,13 @@ def test_fast_dev_run_both_phases(tmp_path, data_root):
 
 
 def test_handoff_frozen_encoder_is_bit_identical(tmp_path, data_root):
-    run("localize", tmp_path / "L", data_root, "trainer.max_epochs=2")
+    run("localize", tmp_path / "L", data_root, "steps.localize=4")
     encoder = torch.load(tmp_path / "L" / "encoder.pt", weights_only=True)["state_dict"]
     seg = run(
         "segment",
         tmp_path / "S",
         data_root,
-        "trainer.max_epochs=3",
+        "steps.segment=6",
         "data.fraction=0.5",
         "model.init=localizer",
         f"model.encoder_ckpt={tmp_path / 'L' / 'encoder.pt'}",
@@ -139,15 +142,23 @@ def test_finished_job_is_skipped(tmp_path, data_root, monkeypatch):
     assert again["config_hash"] == first["config_hash"]
 
 
-def logged_value(blob: bytes, key: str) -> float:
-    """Read a history value from an offline W&B run file (protobuf: key, then value_json)."""
-    match = re.search(re.escape(key.encode()) + rb"\x82\x01(.)", blob, re.DOTALL)
-    start = match.end()
-    return float(blob[start : start + match.group(1)[0]].decode())
+def logged_value(run_file: Path, key: str) -> float:
+    """Read a history value from an offline W&B run file (protobuf: key, then value_json).
+
+    The W&B service may still be flushing the file just after ``wandb.finish()``: poll briefly.
+    """
+    pattern = re.compile(re.escape(key.encode()) + rb"\x82\x01(.)", re.DOTALL)
+    for _ in range(50):
+        blob = run_file.read_bytes()
+        if match := pattern.search(blob):
+            start = match.end()
+            return float(blob[start : start + match.group(1)[0]].decode())
+        time.sleep(0.2)
+    raise AssertionError(f"{key} not found in {run_file}")
 
 
 def test_wandb_offline_run_holds_the_metrics(tmp_path, data_root):
-    seg = run("segment", tmp_path / "S", data_root, "trainer.max_epochs=1", "logger=default")
+    seg = run("segment", tmp_path / "S", data_root, "steps.segment=2", "logger=default")
     (run_file,) = (tmp_path / "S" / "wandb").glob("offline-run-*/run-*.wandb")
-    assert logged_value(run_file.read_bytes(), "test/loss") == pytest.approx(seg["test"]["loss"])
+    assert logged_value(run_file, "test/loss") == pytest.approx(seg["test"]["loss"])
     assert (tmp_path / "S" / "csv" / "metrics.csv").is_file()
