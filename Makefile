@@ -8,7 +8,7 @@ export WANDB_MODE ?= offline
 export WANDB_SILENT := true
 export HYDRA_FULL_ERROR := 1
 
-.PHONY: install demo test lint format paper drions bench clean
+.PHONY: install demo drions paper test lint format bench clean
 
 install: $(STAMP)
 
@@ -18,17 +18,35 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install -q -e ".[dev]"
 	touch $(STAMP)
 
-# The main job on the embedded synthetic set: data -> localizer -> fraction x fold x arm -> report.
+# One experiment = localize -> segment sweep (fraction x fold x arm) -> report.
+# $(call experiment,DATA_ARGS,SWEEP_DIR,LOCALIZE_TEMPLATE,COMMON_ARGS,SEGMENT_ARGS)
+define experiment
+	$(BIN)/python -m locseg.train -m +sweep=$(3) $(1) sweep_dir=$(2) $(4)
+	$(BIN)/python -m locseg.train -m +sweep=segment $(1) sweep_dir=$(2) $(4) $(5)
+	$(BIN)/python -m locseg.report $(2)
+endef
+PARALLEL := hydra/launcher=joblib hydra.launcher.n_jobs=2
+FRACTIONS ?= 0.1,0.25,0.5,1.0
+
+# The main job, on the embedded synthetic set (CPU, minutes).
 DEMO_DATA ?= data/synthetic
 DEMO_SWEEP ?= outputs/sweeps/demo
-DEMO_FRACTIONS ?= 0.1,0.25,0.5,1.0
 demo: install
 	$(BIN)/python -m locseg.prepare synthetic $(DEMO_DATA)
-	$(BIN)/python -m locseg.train -m +sweep=localize data.root=$(DEMO_DATA) sweep_dir=$(DEMO_SWEEP)
-	$(BIN)/python -m locseg.train -m +sweep=segment data.root=$(DEMO_DATA) sweep_dir=$(DEMO_SWEEP) \
-		hydra/launcher=joblib hydra.launcher.n_jobs=2 \
-		data.fraction=$(DEMO_FRACTIONS)
-	$(BIN)/python -m locseg.report $(DEMO_SWEEP)
+	$(call experiment,data.root=$(DEMO_DATA),$(DEMO_SWEEP),localize,,$(PARALLEL) data.fraction=$(FRACTIONS))
+
+# Real photographs: DRIONS-DB from ../shared (centres and masks share images: one localizer per fold).
+drions: install
+	$(call experiment,data=drions,outputs/sweeps/drions,localize_per_fold,,$(PARALLEL) data.fraction=$(FRACTIONS))
+
+# Paper scale on a GPU: 256 px, depth-4 width-32 U-Net, all ten fractions, the fine-tuned arm too.
+PAPER_DATA ?= data/synthetic-paper
+paper: install
+	$(BIN)/python -m locseg.prepare synthetic $(PAPER_DATA) --n-localize 3000 --n-segment 300 --size 512
+	$(call experiment,data.root=$(PAPER_DATA),outputs/sweeps/paper,localize,experiment=paper,)
+	$(BIN)/python -m locseg.train -m +sweep=segment_finetune data.root=$(PAPER_DATA) \
+		sweep_dir=outputs/sweeps/paper experiment=paper
+	$(BIN)/python -m locseg.report outputs/sweeps/paper
 
 test: install
 	$(BIN)/python -m pytest

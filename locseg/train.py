@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 import math
 import time
+import warnings
 from pathlib import Path
 
 import hydra
@@ -37,6 +38,15 @@ from locseg.io import write_text_atomic
 from locseg.models.encoder_io import load_encoder_checkpoint, save_encoder
 
 log = logging.getLogger("locseg.train")
+# Expected and harmless here: a frozen encoder is in eval mode on purpose; tiny folds have fewer
+# batches than the logging interval; a deprecation inside Lightning itself.
+for message in (
+    r".*module\(s\) in eval mode at the start of training.*",
+    r".*is smaller than the logging interval.*",
+    r".*isinstance\(treespec, LeafSpec\).*",
+    r".*does not have many workers.*",
+):
+    warnings.filterwarnings("ignore", message=message)
 OmegaConf.register_new_resolver("locseg_arm", arm_name, replace=True)
 
 
