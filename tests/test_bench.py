@@ -1,0 +1,123 @@
+"""The benchmark: its statistics helpers, its argument checks, and one --quick run end to end.
+
+No timing thresholds: the machine is shared, so only the shape and sanity of the results are
+asserted (every section present, every figure positive, a verdict for every target).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from torch.utils.data import DataLoader
+
+from locseg import bench
+
+
+def test_paired_ratios_divide_element_wise_and_refuse_unpaired_lists():
+    assert bench.paired_ratios([2.0, 9.0], [1.0, 3.0]) == [2.0, 3.0]
+    with pytest.raises(ValueError, match="got 2 and 1"):
+        bench.paired_ratios([1.0, 2.0], [1.0])
+
+
+def test_median_interval_uses_binomial_order_statistics():
+    # n = 20: the 95% interval for the median runs from the 6th to the 15th value (textbook).
+    assert bench.median_interval([float(v) for v in range(20, 0, -1)]) == (6.0, 15.0, True)
+    # n = 5 cannot reach 95% (2 / 2**5 > 5%): the full range, flagged as such.
+    assert bench.median_interval([3.0, 1.0, 2.0, 5.0, 4.0]) == (1.0, 5.0, False)
+
+
+def test_row_keeps_a_reason_only_when_its_target_is_missed():
+    missed = bench.Row("training", "x", ratio=0.9, target=0.95).explain("too slow")
+    met = bench.Row("training", "x", ratio=1.0, target=0.95).explain("too slow")
+    info = bench.Row("inference", "x", ratio=1.3)
+    assert (missed.passed, missed.reason) == (False, "too slow")
+    assert (met.passed, met.reason) == (True, "")
+    assert info.passed is None and info.as_dict()["passed"] is None
+
+
+@pytest.mark.parametrize(("drop_last", "n_batches", "expected"), [(False, 3, 10), (True, 3, 8)])
+def test_epoch_images_count_a_short_last_batch_only_if_kept(drop_last, n_batches, expected):
+    loader = DataLoader(list(range(10)), batch_size=4, drop_last=drop_last)
+    assert bench.epoch_images(loader, n_batches) == expected
+    assert bench.epoch_images(loader, 1) == 4
+
+
+def test_rotations_put_every_variant_first_once():
+    orders = list(bench.rotations(["a", "b", "c"], 3))
+    assert [order[0] for order in orders] == ["a", "b", "c"]
+    assert all(sorted(order) == ["a", "b", "c"] for order in orders)
+
+
+def test_threads_follow_an_explicit_request():
+    assert bench.choose_threads(3, torch.device("cpu")) == (3, "--threads")
+
+
+def test_peak_rss_is_at_least_the_current_rss():
+    assert bench.peak_rss_mib() >= bench.rss_mib() > 0
+
+
+def test_an_image_size_the_unet_cannot_pool_is_refused_with_the_fix(capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        bench.main(["--image-size", "60"])
+    assert exit_info.value.code == 2
+    assert "--image-size: input_size=60 must be a positive multiple of 2**depth=8" in (
+        capsys.readouterr().err
+    )
+
+
+def numbers(values: dict) -> list[float]:
+    return [v for v in values.values() if isinstance(v, int | float) and not isinstance(v, bool)]
+
+
+def test_quick_run_writes_every_section_with_positive_figures(tmp_path):
+    out = tmp_path / "bench.json"
+    done = subprocess.run(
+        [sys.executable, "-m", "locseg.bench", "--quick", "--json", str(out)],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    result = json.loads(out.read_text())
+
+    assert set(result["sections"]) == set(bench.SECTIONS)
+    for section, rows in result["sections"].items():
+        measured = [r for r in rows if numbers(r["values"])]
+        assert measured, f"section {section} has no measured row"
+        for row in measured:
+            assert all(math.isfinite(v) and v > 0 for v in numbers(row["values"])), row
+        for row in rows:
+            assert numbers(row["values"]) or row["note"].startswith("n/a: "), row
+
+    targets = result["targets"]
+    assert sorted((t["section"], t["target"]) for t in targets) == [
+        ("loader", 5.0),
+        ("loader", 5.0),
+        ("preprocessing", 20.0),
+        ("training", 0.95),
+        ("training", 0.95),
+    ]
+    for target in targets:
+        assert target["ratio"] > 0 and isinstance(target["passed"], bool)
+        assert target["passed"] == (target["ratio"] >= target["target"])
+        assert bool(target["reason"]) == (not target["passed"])
+
+    inference = {r["name"] for r in result["sections"]["inference"]}
+    for scale in ("demo 32 px", "paper 64 px"):
+        assert {f"{scale}: channels_last / eager", f"{scale}: torch.compile / eager"} <= inference
+    memory = result["sections"]["memory"]
+    assert [r["values"]["peak_rss_mib"] >= r["values"]["before_fit_rss_mib"] for r in memory] == [
+        True,
+        True,
+    ]
+    assert result["meta"]["quick"] is True and result["meta"]["threads"] >= 1
+    verdicts = done.stdout.count("PASS") + done.stdout.count("MISS")
+    assert verdicts == len(targets), done.stdout
+    assert not list(Path(tmp_path).glob("lightning_logs")), "the bench left Lightning logs behind"
