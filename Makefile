@@ -33,11 +33,11 @@ DEMO_DATA ?= data/synthetic
 DEMO_SWEEP ?= outputs/sweeps/demo
 demo: install
 	$(BIN)/python -m locseg.prepare synthetic $(DEMO_DATA)
-	$(call experiment,data.root=$(DEMO_DATA),$(DEMO_SWEEP),localize,,$(PARALLEL) data.fraction=$(FRACTIONS))
+	$(call experiment,data.root=$(DEMO_DATA),$(DEMO_SWEEP),localize,logger=csv,$(PARALLEL) data.fraction=$(FRACTIONS))
 
 # Real photographs: DRIONS-DB from ../shared (centres and masks share images: one localizer per fold).
 drions: install
-	$(call experiment,data=drions,outputs/sweeps/drions,localize_per_fold,,$(PARALLEL) data.fraction=$(FRACTIONS))
+	$(call experiment,data=drions,outputs/sweeps/drions,localize_per_fold $(PARALLEL),logger=csv,$(PARALLEL) data.fraction=$(FRACTIONS))
 
 # Paper scale on a GPU: 256 px, depth-4 width-32 U-Net, all ten fractions, the fine-tuned arm too.
 PAPER_DATA ?= data/synthetic-paper
