@@ -20,7 +20,9 @@ def compose_cfg(*overrides: str, hydra: bool = False):
 @pytest.mark.parametrize("experiment", ["demo", "paper"])
 @pytest.mark.parametrize("data", ["synthetic", "drions"])
 def test_phase_experiment_data_compose(phase, experiment, data):
-    cfg = compose_cfg(f"+phase={phase}", f"experiment={experiment}", f"data={data}", "paths.output_dir=/tmp/x")
+    cfg = compose_cfg(
+        f"+phase={phase}", f"experiment={experiment}", f"data={data}", "paths.output_dir=/tmp/x"
+    )
     module = {"localize": "LocalizerModule", "segment": "SegmenterModule"}[phase]
     datamodule = {"localize": "LocalizationDataModule", "segment": "SegmentationDataModule"}[phase]
     assert cfg.model._target_.endswith(module) and cfg.data._target_.endswith(datamodule)
@@ -34,8 +36,11 @@ def test_phase_experiment_data_compose(phase, experiment, data):
 
 @pytest.mark.parametrize(
     ("init", "freeze", "arm"),
-    [("scratch", True, "scratch"), ("localizer", True, "localizer-frozen"),
-     ("localizer", False, "localizer-finetune")],
+    [
+        ("scratch", True, "scratch"),
+        ("localizer", True, "localizer-frozen"),
+        ("localizer", False, "localizer-finetune"),
+    ],
 )
 def test_arm_names(init, freeze, arm):
     cfg = compose_cfg("+phase=segment", f"model.init={init}", f"model.freeze_encoder={freeze}")

@@ -64,7 +64,7 @@ def test_wrong_architecture_shows_both_architectures_and_shapes(tmp_path):
     assert "levels.0.0.weight" in message
     assert "(4, 1, 3, 3)" in message and "(8, 1, 3, 3)" in message
     assert "'base_width': 4" in message and "'base_width': 8" in message
-    assert "model.depth" in message and str(path) in message
+    assert "net.depth" in message and str(path) in message
 
 
 def test_wrong_depth_names_the_missing_tensor(tmp_path):
