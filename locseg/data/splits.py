@@ -12,6 +12,7 @@ import hashlib
 import json
 import math
 import os
+import stat
 from collections import defaultdict
 from collections.abc import Sequence
 from pathlib import Path
@@ -101,9 +102,14 @@ def make_splits(dataset: FundusDataset, num_folds: int, val_fraction: float, see
     return {"num_folds": num_folds, "val_fraction": val_fraction, "seed": seed, "folds": entries}
 
 
+def _writable(folder: Path) -> bool:
+    """Writable for us and meant to be: root passes ``os.access`` even on a read-only share."""
+    return os.access(folder, os.W_OK) and bool(folder.stat().st_mode & stat.S_IWUSR)
+
+
 def splits_path(dataset: FundusDataset, cache_dir: Path) -> Path:
     """``splits_final.json`` in the dataset folder, or in the cache if that folder is read-only."""
-    if os.access(dataset.root, os.W_OK):
+    if _writable(dataset.root):
         return dataset.root / SPLITS_FILE
     tag = hashlib.sha256(str(dataset.root).encode()).hexdigest()[:12]
     return cache_dir / f"{dataset.root.name}-{tag}-{SPLITS_FILE}"

@@ -20,7 +20,13 @@ from locseg.models.encoder_io import save_encoder
 from locseg.models.unet import Encoder, LocalizationHead, check_input_size
 
 STAGES = ("val", "test")
-ERROR_METRICS = ("dist_px", "mse_px2", "dist_frac_width", "baseline_dist_px")
+ERROR_METRICS = (
+    "dist_px",
+    "mse_px2",
+    "dist_frac_width",
+    "baseline_dist_px",
+    "image_centre_dist_px",
+)
 
 
 def _reset(*metrics: Metric) -> None:
@@ -58,6 +64,7 @@ def localization_errors(
         "mse_px2": dist.square(),
         "dist_frac_width": dist / native_size[:, 0].float(),
         "baseline_dist_px": pixel_distance(baseline.expand_as(center), center, native_size),
+        "image_centre_dist_px": pixel_distance(torch.full_like(center, 0.5), center, native_size),
         "within_radius": (known & (dist < radius)).float(),
         "radius_known": known.float(),
     }

@@ -14,6 +14,7 @@ from locseg.data.splits import (
     load_or_make_splits,
     localization_pool,
     make_splits,
+    splits_path,
 )
 
 
@@ -87,3 +88,15 @@ def test_too_few_masks_for_the_folds(tmp_path):
     dataset = load_dataset(make_dataset(tmp_path / "d", n_masked=3))
     with pytest.raises(DatasetError, match="cannot fill 5 folds"):
         make_splits(dataset, 5, 0.2, 0)
+
+
+def test_read_only_dataset_keeps_its_splits_in_the_cache(tmp_path):
+    root = make_dataset(tmp_path / "d", n_masked=10)
+    dataset = load_dataset(root)
+    root.chmod(0o555)
+    try:
+        path = splits_path(dataset, tmp_path / "cache")
+    finally:
+        root.chmod(0o755)
+    assert path.parent == tmp_path / "cache" and path.name.endswith("splits_final.json")
+    assert splits_path(dataset, tmp_path / "cache") == root / "splits_final.json"

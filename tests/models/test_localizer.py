@@ -76,6 +76,7 @@ def test_errors_are_mapped_to_native_pixels():
     torch.testing.assert_close(errors["within_radius"], torch.tensor([1.0, 0.0]))
     torch.testing.assert_close(errors["radius_known"], torch.tensor([1.0, 0.0]))
     torch.testing.assert_close(errors["baseline_dist_px"], torch.tensor([0.0, math.hypot(10, 10)]))
+    torch.testing.assert_close(errors["image_centre_dist_px"], torch.tensor([10.0, 10.0]))
 
 
 def test_logged_baseline_is_the_constant_prediction_distance():
