@@ -20,6 +20,7 @@ from hydra.errors import InstantiationException
 from hydra.types import RunMode
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
+from pytorch_lightning.utilities.rank_zero import rank_zero_only
 from rich import print as rich_print
 from rich.syntax import Syntax
 from rich.tree import Tree
@@ -197,7 +198,7 @@ def run_job(cfg: DictConfig) -> dict | None:
     finally:
         close_wandb()
     metrics["wall_time_s"] = time.perf_counter() - start
-    if cfg.trainer.get("strategy") is None or _is_rank_zero():
+    if _is_rank_zero():  # under DDP every process runs this job; one writes the result
         write_metrics(run_dir, metrics)
     log.info("%s: test %s -> %s", cfg.run_name, _headline(metrics), run_dir / "metrics.json")
     return metrics
@@ -211,8 +212,6 @@ def _headline(metrics: dict) -> str:
 
 
 def _is_rank_zero() -> bool:
-    from pytorch_lightning.utilities.rank_zero import rank_zero_only
-
     return getattr(rank_zero_only, "rank", 0) == 0
 
 
