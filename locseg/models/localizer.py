@@ -14,9 +14,10 @@ import pytorch_lightning as pl
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torchmetrics import MeanMetric, Metric, SumMetric
+from torchmetrics import MeanMetric, SumMetric
 
 from locseg.models.encoder_io import save_encoder
+from locseg.models.metrics import reset_metrics
 from locseg.models.unet import Encoder, LocalizationHead, check_input_size
 
 STAGES = ("val", "test")
@@ -27,15 +28,6 @@ ERROR_METRICS = (
     "baseline_dist_px",
     "image_centre_dist_px",
 )
-
-
-def _reset(*metrics: Metric) -> None:
-    """Reset outside inference mode: states re-created under ``trainer.validate`` would otherwise
-    be inference tensors, which a later ``fit`` (whose validation runs under no_grad) cannot
-    update in place."""
-    with torch.inference_mode(False):
-        for metric in metrics:
-            metric.reset()
 
 
 def pixel_distance(
@@ -125,7 +117,7 @@ class LocalizerModule(pl.LightningModule):
 
     def on_train_epoch_end(self) -> None:
         self.log("train/loss", self.train_loss.compute())
-        _reset(self.train_loss)
+        reset_metrics(self.train_loss)
 
     def _eval_step(self, batch: Mapping[str, torch.Tensor], stage: str) -> dict:
         pred = self(batch["image"])
@@ -152,7 +144,7 @@ class LocalizerModule(pl.LightningModule):
             self.log(f"{stage}/{name}", metrics[name].compute())
         if metrics["radius_known"].compute() > 0:
             self.log(f"{stage}/within_radius", metrics["within_radius"].compute())
-        _reset(*metrics.values())
+        reset_metrics(*metrics.values())
 
     def validation_step(self, batch: Mapping[str, torch.Tensor], batch_idx: int) -> dict:
         return self._eval_step(batch, "val")

@@ -12,24 +12,16 @@ from collections.abc import Mapping
 import pytorch_lightning as pl
 import torch
 from torch import nn
-from torchmetrics import MeanMetric, Metric
+from torchmetrics import MeanMetric
 
 from locseg.models.encoder_io import EncoderCheckpointError, load_encoder_checkpoint, load_into
 from locseg.models.losses import binary_dice, binary_iou, neg_log_dice_loss
+from locseg.models.metrics import reset_metrics
 from locseg.models.unet import Decoder, Encoder, SegmentationHead, check_input_size
 
 INITS = ("scratch", "localizer")
 STAGES = ("val", "test")
 METRICS = ("loss", "dice", "iou")
-
-
-def _reset(*metrics: Metric) -> None:
-    """Reset outside inference mode: states re-created under ``trainer.validate`` would otherwise
-    be inference tensors, which a later ``fit`` (whose validation runs under no_grad) cannot
-    update in place."""
-    with torch.inference_mode(False):
-        for metric in metrics:
-            metric.reset()
 
 
 class SegmenterModule(pl.LightningModule):
@@ -120,7 +112,7 @@ class SegmenterModule(pl.LightningModule):
 
     def on_train_epoch_end(self) -> None:
         self.log("train/loss", self.train_loss.compute())
-        _reset(self.train_loss)
+        reset_metrics(self.train_loss)
 
     def _eval_step(self, batch: Mapping[str, torch.Tensor], stage: str) -> dict:
         prob = self(batch["image"])
@@ -139,7 +131,7 @@ class SegmenterModule(pl.LightningModule):
         metrics = self.stage_metrics[stage]
         for name, metric in metrics.items():
             self.log(f"{stage}/{name}", metric.compute())
-        _reset(*metrics.values())
+        reset_metrics(*metrics.values())
 
     def validation_step(self, batch: Mapping[str, torch.Tensor], batch_idx: int) -> dict:
         return self._eval_step(batch, "val")
