@@ -7,7 +7,6 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytorch_lightning as pl
-import torch
 
 from locseg.io import atomic_path
 
@@ -59,7 +58,6 @@ class PredictionOverlays(pl.Callback):
                 logger.log_image("val/overlays", pictures, step=trainer.global_step)
 
     @staticmethod
-    @torch.no_grad()
     def _save(trainer: pl.Trainer, picture: np.ndarray) -> None:
         if not trainer.is_global_zero or trainer.default_root_dir is None:
             return

@@ -95,7 +95,8 @@ def make_splits(dataset: FundusDataset, num_folds: int, val_fraction: float, see
     folds = grouped_folds(ids, [groups[i] for i in ids], num_folds, seed)
     entries = []
     for k, test in enumerate(folds):
-        rest = [i for i in ids if i not in set(test)]
+        test_set = set(test)
+        rest = [i for i in ids if i not in test_set]
         train, val = split_validation(rest, [groups[i] for i in rest], val_fraction, seed + k)
         order = np.random.default_rng([seed, k]).permutation(len(train))
         entries.append({"test": test, "val": val, "train": [train[i] for i in order]})

@@ -10,14 +10,13 @@ import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
-import pytorch_lightning as pl
 import torch
 import torch.nn.functional as F
 from torch import nn
 from torchmetrics import MeanMetric, SumMetric
 
 from locseg.models.encoder_io import save_encoder
-from locseg.models.metrics import reset_metrics
+from locseg.models.metrics import TrainLossModule, reset_metrics
 from locseg.models.unet import Encoder, LocalizationHead, check_input_size
 
 STAGES = ("val", "test")
@@ -70,7 +69,7 @@ def _stage_metrics() -> nn.ModuleDict:
     return nn.ModuleDict(metrics)
 
 
-class LocalizerModule(pl.LightningModule):
+class LocalizerModule(TrainLossModule):
     """Encoder + flatten/linear head -> (x/W, y/H); MSE loss on normalised coordinates; RMSprop.
 
     Batch: ``image`` (B,1,S,S) in [0,1], ``center`` (B,2) normalised, ``native_size`` (B,2) (W,H)
@@ -96,7 +95,6 @@ class LocalizerModule(pl.LightningModule):
         self.register_buffer(
             "baseline_center", torch.tensor([float(c) for c in baseline_center]).view(1, 2)
         )
-        self.train_loss = MeanMetric(nan_strategy="disable")
         self.stage_metrics = nn.ModuleDict({stage: _stage_metrics() for stage in STAGES})
 
     def set_baseline_center(self, center: Sequence[float]) -> None:
@@ -110,14 +108,8 @@ class LocalizerModule(pl.LightningModule):
 
     # ------------------------------------------------------------------ steps
 
-    def training_step(self, batch: Mapping[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
-        loss = F.mse_loss(self(batch["image"]).float(), batch["center"].float())
-        self.train_loss.update(loss.detach(), weight=batch["image"].shape[0])
-        return loss
-
-    def on_train_epoch_end(self) -> None:
-        self.log("train/loss", self.train_loss.compute())
-        reset_metrics(self.train_loss)
+    def batch_loss(self, batch: Mapping[str, torch.Tensor]) -> torch.Tensor:
+        return F.mse_loss(self(batch["image"]).float(), batch["center"].float())
 
     def _eval_step(self, batch: Mapping[str, torch.Tensor], stage: str) -> dict:
         pred = self(batch["image"])

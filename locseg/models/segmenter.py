@@ -9,14 +9,13 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-import pytorch_lightning as pl
 import torch
 from torch import nn
 from torchmetrics import MeanMetric
 
 from locseg.models.encoder_io import EncoderCheckpointError, load_encoder_checkpoint, load_into
 from locseg.models.losses import binary_dice, binary_iou, neg_log_dice_loss
-from locseg.models.metrics import reset_metrics
+from locseg.models.metrics import TrainLossModule, reset_metrics
 from locseg.models.unet import Decoder, Encoder, SegmentationHead, check_input_size
 
 INITS = ("scratch", "localizer")
@@ -24,7 +23,7 @@ STAGES = ("val", "test")
 METRICS = ("loss", "dice", "iou")
 
 
-class SegmenterModule(pl.LightningModule):
+class SegmenterModule(TrainLossModule):
     """U-Net -> per-pixel disc probability; loss -log(soft Dice); Adam over trainable weights.
 
     Batch: ``image`` (B,1,S,S) in [0,1], ``mask`` (B,1,S,S) in {0,1}, ``index`` (B,) long.
@@ -61,7 +60,6 @@ class SegmenterModule(pl.LightningModule):
             self.encoder.requires_grad_(False)
             self.encoder.eval()
 
-        self.train_loss = MeanMetric(nan_strategy="disable")
         self.stage_metrics = nn.ModuleDict(
             {
                 stage: nn.ModuleDict({m: MeanMetric(nan_strategy="disable") for m in METRICS})
@@ -105,14 +103,8 @@ class SegmenterModule(pl.LightningModule):
     def _loss(self, prob: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         return neg_log_dice_loss(prob, mask, smooth=self.hparams.dice_smooth)
 
-    def training_step(self, batch: Mapping[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
-        loss = self._loss(self(batch["image"]), batch["mask"])
-        self.train_loss.update(loss.detach(), weight=batch["image"].shape[0])
-        return loss
-
-    def on_train_epoch_end(self) -> None:
-        self.log("train/loss", self.train_loss.compute())
-        reset_metrics(self.train_loss)
+    def batch_loss(self, batch: Mapping[str, torch.Tensor]) -> torch.Tensor:
+        return self._loss(self(batch["image"]), batch["mask"])
 
     def _eval_step(self, batch: Mapping[str, torch.Tensor], stage: str) -> dict:
         prob = self(batch["image"])
