@@ -196,3 +196,16 @@ def test_nothing_readable_exits_one(trained, photos, tmp_path):
     argv = [f"ckpt={trained['loc']}", f"input={photos / 'x.png'}", f"output={tmp_path}"]
     assert main(argv) == 1
     assert not (tmp_path / "centers.csv").exists()
+
+
+def test_command_line_as_documented(trained, photos, tmp_path):
+    """`python -m locseg.predict ckpt=[LOC,SEG] input=DIR output=DIR` exits 0 and writes outputs."""
+    out = tmp_path / "cli"
+    argv = [
+        f"ckpt=[{trained['loc']},{trained['seg']}]",
+        f"input={photos}",
+        f"output={out}",
+        "device=cpu",
+    ]
+    assert main(argv) == 0
+    assert (out / "centers.csv").is_file() and any((out / "masks").iterdir())

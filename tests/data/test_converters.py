@@ -243,3 +243,14 @@ def test_centre_check_accepts_the_centroid_and_explains_a_swap():
     assert swapped.startswith("a:") and "outside the disc mask" in swapped and "swapped" in swapped
     off = common.centre_disagreement("a", (44.0, 12.0), mask, 0.5)  # inside, but far off-centre
     assert off is not None and "outside" not in off and "swapped" not in off
+
+
+def test_prepare_dispatcher_converts_and_checks(tmp_path, capsys):
+    """`python -m locseg.prepare folder RAW OUT ...` as documented: converts, then checks."""
+    from locseg.prepare import main as prepare_main
+
+    replica = replicas.folder(tmp_path)
+    out = tmp_path / "out"
+    assert prepare_main(["folder", str(replica.root), str(out), *replicas.FOLDER_OPTIONS]) == 0
+    assert "Dataset is sound" in capsys.readouterr().out
+    assert (out / "centers.csv").is_file()
