@@ -59,7 +59,8 @@ def test_threads_follow_an_explicit_request():
 
 
 def test_peak_rss_is_at_least_the_current_rss():
-    assert bench.peak_rss_mib() >= bench.rss_mib() > 0
+    current = bench.rss_mib()  # read first: the process may grow between the two reads
+    assert bench.peak_rss_mib() >= current > 0
 
 
 def test_an_image_size_the_unet_cannot_pool_is_refused_with_the_fix(capsys):
