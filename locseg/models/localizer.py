@@ -16,8 +16,16 @@ from torch import nn
 from torchmetrics import MeanMetric, SumMetric
 
 from locseg.models.encoder_io import save_encoder
+from locseg.models.losses import gaussian_heatmap, js_divergence
 from locseg.models.metrics import TrainLossModule, reset_metrics
-from locseg.models.unet import Encoder, LocalizationHead, check_input_size
+from locseg.models.unet import (
+    Encoder,
+    HeatmapHead,
+    check_input_size,
+    float32_region,
+    localization_head,
+    soft_argmax,
+)
 
 STAGES = ("val", "test")
 ERROR_METRICS = (
@@ -70,11 +78,18 @@ def _stage_metrics() -> nn.ModuleDict:
 
 
 class LocalizerModule(TrainLossModule):
-    """Encoder + flatten/linear head -> (x/W, y/H); MSE loss on normalised coordinates; RMSprop.
+    """Encoder + head -> (x/W, y/H); MSE loss on normalised coordinates; RMSprop.
+
+    ``head``: ``linear`` (the paper: flatten + linear) or ``heatmap`` (DSNT: 1x1 conv, spatial
+    softmax, soft-argmax). With the heatmap head, ``heatmap_reg`` > 0 adds DSNT's Jensen-Shannon
+    regulariser towards a Gaussian of ``heatmap_sigma`` bottleneck cells at the true centre (off
+    by default). Only the encoder is handed on, whatever the head.
 
     Batch: ``image`` (B,1,S,S) in [0,1], ``center`` (B,2) normalised, ``native_size`` (B,2) (W,H)
     in px, ``radius`` (B,) disc radius in native px (NaN if unknown), ``index`` (B,).
     """
+
+    lr_key = "lr.localize"
 
     def __init__(
         self,
@@ -86,12 +101,23 @@ class LocalizerModule(TrainLossModule):
         input_size: int = 64,
         preprocess: dict | None = None,
         baseline_center: Sequence[float] = (0.5, 0.5),
+        head: str = "linear",
+        heatmap_reg: float = 0.0,
+        heatmap_sigma: float = 1.0,
+        scheduler: str = "none",
+        warmup_steps: int = 0,
+        divergence_factor: float = 1e3,
     ):
-        super().__init__()
+        super().__init__(scheduler, warmup_steps, divergence_factor)
         self.save_hyperparameters()
         check_input_size(input_size, depth)
+        if heatmap_reg and head != "heatmap":
+            raise ValueError(
+                f"model.heatmap_reg={heatmap_reg} regularises the heat map of model.head=heatmap; "
+                f"set model.head=heatmap or model.heatmap_reg=0 (model.head is {head!r})"
+            )
         self.encoder = Encoder(in_channels, depth, base_width, dropout)
-        self.head = LocalizationHead(self.encoder.out_channels, input_size // 2**depth)
+        self.head = localization_head(head, self.encoder.out_channels, input_size // 2**depth)
         self.register_buffer(
             "baseline_center", torch.tensor([float(c) for c in baseline_center]).view(1, 2)
         )
@@ -108,12 +134,29 @@ class LocalizerModule(TrainLossModule):
 
     # ------------------------------------------------------------------ steps
 
+    @staticmethod
+    def coordinate_loss(pred: torch.Tensor, center: torch.Tensor) -> torch.Tensor:
+        """MSE on normalised coordinates, in float32 even under autocast."""
+        with float32_region(pred):
+            return F.mse_loss(pred.float(), center.float())
+
     def batch_loss(self, batch: Mapping[str, torch.Tensor]) -> torch.Tensor:
-        return F.mse_loss(self(batch["image"]).float(), batch["center"].float())
+        if not self.hparams.heatmap_reg:
+            return self.coordinate_loss(self(batch["image"]), batch["center"])
+        assert isinstance(self.head, HeatmapHead)
+        bottleneck, _ = self.encoder(batch["image"])
+        heatmap = self.head.heatmap(bottleneck)
+        with float32_region(heatmap):
+            target = gaussian_heatmap(
+                batch["center"], *heatmap.shape[1:], sigma=self.hparams.heatmap_sigma
+            )
+            regulariser = js_divergence(heatmap, target)
+            loss = self.coordinate_loss(soft_argmax(heatmap), batch["center"])
+            return loss + self.hparams.heatmap_reg * regulariser
 
     def _eval_step(self, batch: Mapping[str, torch.Tensor], stage: str) -> dict:
         pred = self(batch["image"])
-        loss = F.mse_loss(pred.float(), batch["center"].float())
+        loss = self.coordinate_loss(pred, batch["center"])
         errors = localization_errors(
             pred.detach(),
             batch["center"],
@@ -155,8 +198,8 @@ class LocalizerModule(TrainLossModule):
         image = batch["image"] if isinstance(batch, Mapping) else batch
         return self(image)
 
-    def configure_optimizers(self) -> torch.optim.Optimizer:
-        return torch.optim.RMSprop(self.parameters(), lr=self.hparams.lr)
+    def configure_optimizers(self):
+        return self.with_schedule(torch.optim.RMSprop(self.parameters(), lr=self.hparams.lr))
 
     # ------------------------------------------------------------------ hand-off
 

@@ -55,3 +55,24 @@ def binary_iou(prob: torch.Tensor, target: torch.Tensor, threshold: float = 0.5)
     intersection = (p * t).sum(dim=1)
     union = p.sum(dim=1) + t.sum(dim=1) - intersection
     return torch.where(union > 0, intersection / union.clamp_min(1.0), 1.0)
+
+
+def gaussian_heatmap(center: torch.Tensor, height: int, width: int, sigma: float) -> torch.Tensor:
+    """(B, H, W) normalised Gaussians at normalised (x, y) centres; ``sigma`` in cells."""
+    ys = (torch.arange(height, device=center.device, dtype=torch.float32) + 0.5) / height
+    xs = (torch.arange(width, device=center.device, dtype=torch.float32) + 0.5) / width
+    dx = (xs.view(1, 1, width) - center[:, 0, None, None].float()) * width
+    dy = (ys.view(1, height, 1) - center[:, 1, None, None].float()) * height
+    logits = -(dx.square() + dy.square()) / (2.0 * sigma**2)
+    return torch.softmax(logits.flatten(1), dim=1).view(-1, height, width)
+
+
+def js_divergence(p: torch.Tensor, q: torch.Tensor, eps: float = 1e-12) -> torch.Tensor:
+    """Mean over the batch of the Jensen-Shannon divergence between (B, ...) distributions."""
+    p, q = torch.flatten(p, 1).float(), torch.flatten(q, 1).float()
+    m = 0.5 * (p + q)
+
+    def kl(a: torch.Tensor) -> torch.Tensor:
+        return (a * (torch.log(a + eps) - torch.log(m + eps))).sum(dim=1)
+
+    return (0.5 * kl(p) + 0.5 * kl(q)).mean()

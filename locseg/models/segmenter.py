@@ -29,7 +29,13 @@ class SegmenterModule(TrainLossModule):
     Batch: ``image`` (B,1,S,S) in [0,1], ``mask`` (B,1,S,S) in {0,1}, ``index`` (B,) long.
     ``freeze_encoder`` only applies to ``init=localizer``: a frozen random encoder is no arm of
     the study, so ``init=scratch`` always trains the whole network.
+
+    The logged ``test/dice`` and ``test/iou`` are means over unique images (keyed by ``index``):
+    under DDP the DistributedSampler pads ranks with repeated images, which a running mean would
+    count twice while the per-image Dice would not.
     """
+
+    lr_key = "lr.segment"
 
     def __init__(
         self,
@@ -44,8 +50,11 @@ class SegmenterModule(TrainLossModule):
         dice_smooth: float = 1.0,
         input_size: int = 64,
         preprocess: dict | None = None,
+        scheduler: str = "none",
+        warmup_steps: int = 0,
+        divergence_factor: float = 1e3,
     ):
-        super().__init__()
+        super().__init__(scheduler, warmup_steps, divergence_factor)
         self.save_hyperparameters()
         if init not in INITS:
             raise ValueError(f"model.init={init!r} is not one of {INITS}")
@@ -67,8 +76,10 @@ class SegmenterModule(TrainLossModule):
             }
         )
         self.test_per_image_dice: dict[int, float] = {}
+        self.test_per_image_iou: dict[int, float] = {}
         self._test_index: list[torch.Tensor] = []
         self._test_dice: list[torch.Tensor] = []
+        self._test_iou: list[torch.Tensor] = []
 
     def _load_encoder(self, path: str | None, input_size: int, preprocess: dict | None) -> None:
         if not path:
@@ -110,19 +121,24 @@ class SegmenterModule(TrainLossModule):
         prob = self(batch["image"])
         loss = self._loss(prob, batch["mask"])
         dice = binary_dice(prob.detach(), batch["mask"])
+        iou = binary_iou(prob.detach(), batch["mask"])
         metrics = self.stage_metrics[stage]
         metrics["loss"].update(loss.detach(), weight=prob.shape[0])
         metrics["dice"].update(dice)
-        metrics["iou"].update(binary_iou(prob.detach(), batch["mask"]))
+        metrics["iou"].update(iou)
         if stage == "test":
             self._test_index.append(batch["index"].detach().view(-1))
             self._test_dice.append(dice)
+            self._test_iou.append(iou)
         return {"loss": loss, "pred": prob.detach()}
 
-    def _log_stage(self, stage: str) -> None:
+    def _log_stage(self, stage: str, overrides: Mapping[str, float] | None = None) -> None:
+        """Log the epoch means, or the given values in place of some of them."""
+        overrides = overrides or {}
         metrics = self.stage_metrics[stage]
         for name, metric in metrics.items():
-            self.log(f"{stage}/{name}", metric.compute())
+            value = overrides.get(name)
+            self.log(f"{stage}/{name}", metric.compute() if value is None else value)
         reset_metrics(*metrics.values())
 
     def validation_step(self, batch: Mapping[str, torch.Tensor], batch_idx: int) -> dict:
@@ -132,28 +148,38 @@ class SegmenterModule(TrainLossModule):
         self._log_stage("val")
 
     def on_test_epoch_start(self) -> None:
-        self.test_per_image_dice = {}
-        self._test_index, self._test_dice = [], []
+        self.test_per_image_dice, self.test_per_image_iou = {}, {}
+        self._test_index, self._test_dice, self._test_iou = [], [], []
 
     def test_step(self, batch: Mapping[str, torch.Tensor], batch_idx: int) -> dict:
         return self._eval_step(batch, "test")
 
+    def _gather_per_image(self, values: list[torch.Tensor]) -> dict[int, float]:
+        """{index: value} over every rank; an index seen twice (a padded repeat) counts once."""
+        index, value = torch.cat(self._test_index), torch.cat(values)
+        if self.trainer.world_size > 1:
+            index, value = self.all_gather(index).view(-1), self.all_gather(value).view(-1)
+        pairs = zip(index.cpu().tolist(), value.cpu().tolist(), strict=True)
+        return {int(i): float(v) for i, v in pairs}
+
     def on_test_epoch_end(self) -> None:
-        self._log_stage("test")
+        overrides = {}
         if self._test_index:
-            index, dice = torch.cat(self._test_index), torch.cat(self._test_dice)
-            if self.trainer.world_size > 1:
-                # DistributedSampler pads ranks with repeats; keyed by index they collapse.
-                index, dice = self.all_gather(index).view(-1), self.all_gather(dice).view(-1)
-            pairs = zip(index.cpu().tolist(), dice.cpu().tolist(), strict=True)
-            self.test_per_image_dice = {int(i): float(d) for i, d in pairs}
-        self._test_index, self._test_dice = [], []
+            self.test_per_image_dice = self._gather_per_image(self._test_dice)
+            self.test_per_image_iou = self._gather_per_image(self._test_iou)
+            # Every rank holds the same gathered dicts, so every rank logs the same means.
+            overrides = {
+                "dice": sum(self.test_per_image_dice.values()) / len(self.test_per_image_dice),
+                "iou": sum(self.test_per_image_iou.values()) / len(self.test_per_image_iou),
+            }
+        self._log_stage("test", overrides)
+        self._test_index, self._test_dice, self._test_iou = [], [], []
 
     def predict_step(self, batch, batch_idx: int, dataloader_idx: int = 0) -> torch.Tensor:
         """(B, 1, S, S) disc probabilities."""
         image = batch["image"] if isinstance(batch, Mapping) else batch
         return self(image)
 
-    def configure_optimizers(self) -> torch.optim.Optimizer:
+    def configure_optimizers(self):
         trainable = [p for p in self.parameters() if p.requires_grad]
-        return torch.optim.Adam(trainable, lr=self.hparams.lr)
+        return self.with_schedule(torch.optim.Adam(trainable, lr=self.hparams.lr))

@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 
@@ -116,8 +117,18 @@ class Decoder(nn.Module):
         return x
 
 
+def float32_region(x: torch.Tensor):
+    """Autocast off: a head's few FLOPs in bf16 would round the centre to ~1/256 of the image
+    (about 3 px at 2000 px width), so heads and the localization loss run in float32."""
+    return torch.autocast(device_type=x.device.type, enabled=False)
+
+
 class LocalizationHead(nn.Module):
-    """Flatten the bottleneck and map it linearly to (x, y); no activation (plain regression)."""
+    """Flatten the bottleneck and map it linearly to (x, y); no activation (plain regression).
+
+    The paper's head. It computes in float32 even under bf16/fp16 autocast (see
+    ``float32_region``).
+    """
 
     def __init__(self, in_channels: int, bottleneck_size: int):
         super().__init__()
@@ -125,7 +136,58 @@ class LocalizationHead(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         # torch.flatten copies when needed, so channels_last input is fine (view() would not be).
-        return self.linear(torch.flatten(x, 1))
+        with float32_region(x):
+            weight, bias = self.linear.weight.float(), self.linear.bias.float()
+            return F.linear(torch.flatten(x, 1).float(), weight, bias)
+
+
+def cell_centres(n: int, device=None) -> torch.Tensor:
+    """Normalised centres (i + 0.5) / n of the n cells of one axis: the data's pixel convention."""
+    return (torch.arange(n, device=device, dtype=torch.float32) + 0.5) / n
+
+
+def soft_argmax(heatmap: torch.Tensor) -> torch.Tensor:
+    """Expected (x, y) in [0, 1] of a (B, H, W) probability map, each cell at its centre."""
+    _, height, width = heatmap.shape
+    x = (heatmap.sum(dim=1) * cell_centres(width, heatmap.device)).sum(dim=1)
+    y = (heatmap.sum(dim=2) * cell_centres(height, heatmap.device)).sum(dim=1)
+    return torch.stack([x, y], dim=1)
+
+
+class HeatmapHead(nn.Module):
+    """DSNT (Nibali et al. 2018): 1x1 conv to one heat map, spatial softmax, soft-argmax.
+
+    Translation-equivariant (a shifted disc shifts the map, hence the expectation) and free of
+    any size-dependent weight, unlike the flatten + linear head. Runs in float32.
+    """
+
+    def __init__(self, in_channels: int):
+        super().__init__()
+        self.conv = nn.Conv2d(in_channels, 1, kernel_size=1)
+
+    def heatmap(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, C, H, W) features -> (B, H, W) probabilities summing to 1 per image (float32)."""
+        with float32_region(x):
+            weight, bias = self.conv.weight.float(), self.conv.bias.float()
+            logits = F.conv2d(x.float(), weight, bias)[:, 0]
+            batch, height, width = logits.shape
+            return torch.softmax(logits.reshape(batch, -1), dim=1).view(batch, height, width)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        with float32_region(x):
+            return soft_argmax(self.heatmap(x))
+
+
+HEADS = ("linear", "heatmap")
+
+
+def localization_head(kind: str, in_channels: int, bottleneck_size: int) -> nn.Module:
+    """The head named by ``model.head``."""
+    if kind == "linear":
+        return LocalizationHead(in_channels, bottleneck_size)
+    if kind == "heatmap":
+        return HeatmapHead(in_channels)
+    raise ValueError(f"model.head={kind!r} is not one of {HEADS}; set model.head=linear or heatmap")
 
 
 class SegmentationHead(nn.Module):
