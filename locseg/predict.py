@@ -17,14 +17,13 @@ from __future__ import annotations
 import csv
 import io
 import sys
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
 import cv2
 import numpy as np
-import pytorch_lightning as pl
 import torch
 from omegaconf import MISSING, OmegaConf
 from omegaconf.errors import ConfigKeyError, OmegaConfBaseException
@@ -32,17 +31,25 @@ from rich.console import Console
 from rich.progress import Progress
 
 import locseg  # noqa: F401  (sets the no-network environment defaults first)
-from locseg.data.dataset import (
-    IMAGE_SUFFIXES,
-    DatasetError,
-    mask_centroid,
-    read_image,
-    write_image,
+from locseg.data.dataset import IMAGE_SUFFIXES, mask_centroid, write_image
+from locseg.inference import (
+    InferenceError,
+    Loaded,
+    Model,
+    batches,
+    check_options,
+    checkpoint_paths,
+    load_batch,
+    load_input,
+    load_models,
+    native_mask,
+    resolve_device,
+    run_models,
+    to_native,
 )
-from locseg.data.preprocess import PreprocessConfig, native_center, preprocess_image
 from locseg.io import write_text_atomic
-from locseg.models.localizer import LocalizerModule
-from locseg.models.segmenter import SegmenterModule
+
+__all__ = ["PredictError", "load_input", "main", "native_mask", "parse_args", "predict"]
 
 CSV_COLUMNS = (
     "image",
@@ -55,11 +62,9 @@ CSV_COLUMNS = (
     "mask_area_px",
 )
 CONTOUR, LOC_MARK, MASK_MARK = (255, 220, 0), (255, 40, 40), (40, 160, 255)  # RGB
-ROLES = {"localizer": LocalizerModule, "segmenter": SegmenterModule}
 
-
-class PredictError(ValueError):
-    """Bad arguments or checkpoints; the message names the value and the fix."""
+# One error type for the command: bad arguments here, bad checkpoints in locseg.inference.
+PredictError = InferenceError
 
 
 @dataclass
@@ -72,16 +77,6 @@ class PredictConfig:
     batch_size: int = 16
     device: str = "auto"
     threshold: float = 0.5
-
-
-@dataclass
-class Model:
-    """A loaded network and the preprocessing it was trained with."""
-
-    role: str
-    module: pl.LightningModule
-    preprocess: PreprocessConfig
-    path: Path
 
 
 # --------------------------------------------------------------------------- arguments
@@ -104,106 +99,6 @@ def parse_args(argv: Sequence[str]) -> PredictConfig:
             "ckpt=RUN/checkpoints/best.ckpt input=DIR_OR_FILE output=DIR"
         )
     return PredictConfig(**OmegaConf.to_container(cfg))
-
-
-def checkpoint_paths(ckpt: str | Sequence[str]) -> list[Path]:
-    paths = [ckpt] if isinstance(ckpt, str | Path) else list(ckpt)
-    if not paths:
-        raise PredictError("ckpt=[] names no checkpoint; give ckpt=PATH or ckpt=[LOC,SEG]")
-    return [Path(str(p)).expanduser() for p in paths]
-
-
-def resolve_device(name: str) -> torch.device:
-    """``auto`` picks CUDA when there is one; asking for CUDA without one is an error."""
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name != "cpu" and not name.startswith("cuda"):
-        raise PredictError(f"device={name!r} is not one of auto, cpu, cuda (or cuda:N)")
-    if name.startswith("cuda") and not torch.cuda.is_available():
-        raise PredictError(f"device={name} but CUDA is not available here; use device=cpu")
-    return torch.device(name)
-
-
-def check_options(batch_size: int, threshold: float) -> None:
-    if batch_size < 1:
-        raise PredictError(f"batch_size={batch_size} must be at least 1")
-    if not 0.0 <= threshold <= 1.0:
-        raise PredictError(f"threshold={threshold} must lie in [0, 1] (it cuts a probability)")
-
-
-# --------------------------------------------------------------------------- checkpoints
-
-
-def read_hparams(path: Path) -> dict:
-    """The hyper-parameters saved in a Lightning checkpoint; errors name the file."""
-    if not path.is_file():
-        raise PredictError(
-            f"{path}: checkpoint not found. Training writes RUN/checkpoints/best.ckpt "
-            "and last.ckpt; pass one of those."
-        )
-    try:
-        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as error:  # torch raises many types for a damaged or foreign file
-        raise PredictError(f"{path}: cannot read this checkpoint ({error})") from None
-    hparams = checkpoint.get("hyper_parameters") if isinstance(checkpoint, dict) else None
-    if not hparams:
-        raise PredictError(
-            f"{path}: not a locseg Lightning checkpoint (no saved hyper-parameters); an "
-            "encoder.pt is not enough. Pass RUN/checkpoints/best.ckpt of a training run."
-        )
-    return dict(hparams)
-
-
-def checkpoint_role(hparams: dict) -> str:
-    """The segmenter saves ``init``/``freeze_encoder``; the localizer does not."""
-    return "segmenter" if {"init", "freeze_encoder"} & set(hparams) else "localizer"
-
-
-def stored_preprocess(path: Path, hparams: dict) -> PreprocessConfig:
-    """The preprocessing the model was trained with, checked against its input size."""
-    size = int(hparams.get("input_size") or PreprocessConfig.image_size)
-    try:
-        config = PreprocessConfig(**(hparams.get("preprocess") or {"image_size": size}))
-    except TypeError as error:
-        raise PredictError(f"{path}: unknown preprocessing parameters ({error})") from None
-    if config.image_size != size:
-        raise PredictError(
-            f"{path}: preprocess.image_size={config.image_size} but input_size={size}; "
-            "this checkpoint is inconsistent, retrain it."
-        )
-    return config
-
-
-def load_model(path: Path, device: torch.device) -> Model:
-    """Load one checkpoint on ``device`` in eval mode.
-
-    A segmenter initialised from a localizer is rebuilt as ``init=scratch``: its weights come from
-    the checkpoint, so the original encoder.pt need not exist any more.
-    """
-    hparams = read_hparams(path)
-    role = checkpoint_role(hparams)
-    overrides = {"init": "scratch", "encoder_ckpt": None} if role == "segmenter" else {}
-    try:
-        module = ROLES[role].load_from_checkpoint(
-            path, map_location=device, weights_only=True, **overrides
-        )
-    except Exception as error:
-        raise PredictError(f"{path}: cannot load this {role} checkpoint ({error})") from None
-    return Model(role, module.to(device).eval(), stored_preprocess(path, hparams), path)
-
-
-def load_models(paths: Sequence[Path], device: torch.device) -> dict[str, Model]:
-    """At most one localizer and one segmenter, keyed by role."""
-    models: dict[str, Model] = {}
-    for path in paths:
-        model = load_model(path, device)
-        if model.role in models:
-            raise PredictError(
-                f"{path} and {models[model.role].path} are both {model.role}s; "
-                "give at most one localizer and one segmenter"
-            )
-        models[model.role] = model
-    return models
 
 
 # --------------------------------------------------------------------------- inputs
@@ -231,67 +126,7 @@ def list_inputs(source: Path) -> tuple[list[Path], dict[str, str]]:
     return images, skipped
 
 
-def batches(items: Sequence[Path], size: int) -> Iterator[Sequence[Path]]:
-    for start in range(0, len(items), size):
-        yield items[start : start + size]
-
-
-@dataclass
-class Loaded:
-    """One decoded photograph and its network input for each preprocessing in use."""
-
-    path: Path
-    image: np.ndarray
-    inputs: dict[PreprocessConfig, np.ndarray]
-
-
-def load_input(path: Path, configs: set[PreprocessConfig]) -> Loaded:
-    image = read_image(path)
-    return Loaded(path, image, {config: preprocess_image(image, config) for config in configs})
-
-
-def first_sentence(message: str) -> str:
-    """The reason without the dataset-folder advice that follows it."""
-    return message.strip().split(". ")[0].removesuffix(".")
-
-
-def load_batch(
-    paths: Sequence[Path], configs: set[PreprocessConfig], skipped: dict[str, str]
-) -> list[Loaded]:
-    """Decode and preprocess what can be; record the rest in ``skipped`` with the reason."""
-    loaded = []
-    for path in paths:
-        try:
-            loaded.append(load_input(path, configs))
-        except (DatasetError, cv2.error, ValueError) as error:
-            skipped[path.name] = first_sentence(str(error).removeprefix(f"{path}: "))
-    return loaded
-
-
-@torch.inference_mode()
-def run_models(
-    models: dict[str, Model], batch: Sequence[Loaded], device: torch.device
-) -> dict[str, np.ndarray]:
-    """Role -> outputs on the CPU: localizer (B, 2) normalised centres, segmenter (B, S, S).
-
-    Inputs are (B, 1, S, S) floats in [0, 1], exactly as the training cache feeds them.
-    """
-    outputs = {}
-    for role, model in models.items():
-        stack = np.stack([item.inputs[model.preprocess] for item in batch])
-        images = torch.from_numpy(stack).to(device).unsqueeze(1).float().div_(255.0)
-        result = model.module(images).float().cpu().numpy()
-        outputs[role] = result[:, 0] if role == "segmenter" else result
-    return outputs
-
-
 # --------------------------------------------------------------------------- per image
-
-
-def native_mask(prob: np.ndarray, size_wh: tuple[int, int], threshold: float) -> np.ndarray:
-    """(S, S) probabilities -> bool (H, W): bilinear back to the native size, then threshold."""
-    native = cv2.resize(prob.astype(np.float32), size_wh, interpolation=cv2.INTER_LINEAR)
-    return native > threshold
 
 
 def _fmt(value: float | None) -> str:
@@ -348,10 +183,8 @@ def save_image_outputs(
 ) -> dict[str, str]:
     """Write the mask and overlay of one image; return its CSV row."""
     height, width = item.image.shape[:2]
-    loc = outputs.get("localizer")
-    loc = None if loc is None else native_center(loc, (width, height))
-    prob = outputs.get("segmenter")
-    mask = None if prob is None else native_mask(prob, (width, height), threshold)
+    native = to_native(outputs, (width, height), threshold)
+    loc, mask = native.center, native.mask
     centroid = mask_centroid(mask) if mask is not None and mask.any() else None
     if mask is not None:
         write_image(output / "masks" / f"{item.path.stem}.png", mask.astype(np.uint8) * 255)

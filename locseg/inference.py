@@ -1,0 +1,348 @@
+"""Inference in one place: checkpoints -> preprocessing -> model -> native-size outputs.
+
+``predict`` (new photographs), ``evaluate`` (a labelled dataset) and the training entry point
+(native-resolution test metrics) all run a network through these functions, so a photograph is
+preprocessed, batched and mapped back to its own pixels the same way everywhere:
+
+- a checkpoint carries the preprocessing it was trained with; :func:`load_model` restores both;
+- network inputs are uint8 (S, S) arrays, fed as (B, 1, S, S) floats in [0, 1] exactly as the
+  training cache is (:func:`forward`);
+- a segmenter's (S, S) probabilities go back to the native (W, H) by bilinear interpolation with
+  centre-aligned pixels (OpenCV's half-pixel convention) and are then thresholded
+  (:func:`native_mask`); a localizer's normalised (u, v) become native pixels
+  (:func:`locseg.data.preprocess.native_center`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytorch_lightning as pl
+import torch
+
+import locseg  # noqa: F401  (sets the no-network environment defaults first)
+from locseg.data.dataset import DatasetError, FundusDataset, Sample, read_image, read_mask
+from locseg.data.preprocess import (
+    PreprocessConfig,
+    PreprocessedSet,
+    native_center,
+    preprocess_image,
+)
+from locseg.metrics_native import mask_scores, summarise_scores
+from locseg.models.localizer import LocalizerModule
+from locseg.models.losses import binary_dice, binary_iou
+from locseg.models.segmenter import SegmenterModule
+
+ROLES = {"localizer": LocalizerModule, "segmenter": SegmenterModule}
+
+
+class InferenceError(ValueError):
+    """Bad checkpoints or options; the message names the file or value and the fix."""
+
+
+@dataclass
+class Model:
+    """A loaded network and the preprocessing it was trained with."""
+
+    role: str
+    module: pl.LightningModule
+    preprocess: PreprocessConfig
+    path: Path
+
+
+# --------------------------------------------------------------------------- options
+
+
+def resolve_device(name: str) -> torch.device:
+    """``auto`` picks CUDA when there is one; asking for CUDA without one is an error."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name != "cpu" and not name.startswith("cuda"):
+        raise InferenceError(f"device={name!r} is not one of auto, cpu, cuda (or cuda:N)")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise InferenceError(f"device={name} but CUDA is not available here; use device=cpu")
+    return torch.device(name)
+
+
+def check_options(batch_size: int, threshold: float) -> None:
+    if batch_size < 1:
+        raise InferenceError(f"batch_size={batch_size} must be at least 1")
+    if not 0.0 <= threshold <= 1.0:
+        raise InferenceError(f"threshold={threshold} must lie in [0, 1] (it cuts a probability)")
+
+
+# --------------------------------------------------------------------------- checkpoints
+
+
+def checkpoint_paths(ckpt: str | Path | Sequence[str | Path]) -> list[Path]:
+    """One path or a list of them -> Paths (``~`` expanded)."""
+    paths = [ckpt] if isinstance(ckpt, str | Path) else list(ckpt)
+    if not paths:
+        raise InferenceError("ckpt=[] names no checkpoint; give ckpt=PATH or ckpt=[LOC,SEG]")
+    return [Path(str(p)).expanduser() for p in paths]
+
+
+def read_hparams(path: Path) -> dict:
+    """The hyper-parameters saved in a Lightning checkpoint; errors name the file."""
+    if not path.is_file():
+        raise InferenceError(
+            f"{path}: checkpoint not found. Training writes RUN/checkpoints/best.ckpt "
+            "and last.ckpt; pass one of those."
+        )
+    try:
+        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as error:  # torch raises many types for a damaged or foreign file
+        raise InferenceError(f"{path}: cannot read this checkpoint ({error})") from None
+    hparams = checkpoint.get("hyper_parameters") if isinstance(checkpoint, dict) else None
+    if not hparams:
+        raise InferenceError(
+            f"{path}: not a locseg Lightning checkpoint (no saved hyper-parameters); an "
+            "encoder.pt is not enough. Pass RUN/checkpoints/best.ckpt of a training run."
+        )
+    return dict(hparams)
+
+
+def checkpoint_role(hparams: Mapping) -> str:
+    """The segmenter saves ``init``/``freeze_encoder``; the localizer does not."""
+    return "segmenter" if {"init", "freeze_encoder"} & set(hparams) else "localizer"
+
+
+def stored_preprocess(path: Path, hparams: Mapping) -> PreprocessConfig:
+    """The preprocessing the model was trained with, checked against its input size."""
+    size = int(hparams.get("input_size") or PreprocessConfig.image_size)
+    try:
+        config = PreprocessConfig(**(hparams.get("preprocess") or {"image_size": size}))
+    except TypeError as error:
+        raise InferenceError(f"{path}: unknown preprocessing parameters ({error})") from None
+    if config.image_size != size:
+        raise InferenceError(
+            f"{path}: preprocess.image_size={config.image_size} but input_size={size}; "
+            "this checkpoint is inconsistent, retrain it."
+        )
+    return config
+
+
+def load_model(path: Path, device: torch.device) -> Model:
+    """Load one checkpoint on ``device`` in eval mode.
+
+    A segmenter initialised from a localizer is rebuilt as ``init=scratch``: its weights come from
+    the checkpoint, so the original encoder.pt need not exist any more.
+    """
+    path = Path(path).expanduser()
+    hparams = read_hparams(path)
+    role = checkpoint_role(hparams)
+    overrides = {"init": "scratch", "encoder_ckpt": None} if role == "segmenter" else {}
+    try:
+        module = ROLES[role].load_from_checkpoint(
+            path, map_location=device, weights_only=True, **overrides
+        )
+    except Exception as error:
+        raise InferenceError(f"{path}: cannot load this {role} checkpoint ({error})") from None
+    return Model(role, module.to(device).eval(), stored_preprocess(path, hparams), path)
+
+
+def load_models(paths: Sequence[Path], device: torch.device) -> dict[str, Model]:
+    """At most one localizer and one segmenter, keyed by role."""
+    models: dict[str, Model] = {}
+    for path in paths:
+        model = load_model(path, device)
+        if model.role in models:
+            raise InferenceError(
+                f"{path} and {models[model.role].path} are both {model.role}s; "
+                "give at most one localizer and one segmenter"
+            )
+        models[model.role] = model
+    return models
+
+
+# --------------------------------------------------------------------------- inputs
+
+
+@dataclass
+class Loaded:
+    """One decoded photograph and its network input for each preprocessing in use."""
+
+    path: Path
+    image: np.ndarray
+    inputs: dict[PreprocessConfig, np.ndarray]
+
+
+def load_input(path: Path, configs: set[PreprocessConfig]) -> Loaded:
+    image = read_image(path)
+    return Loaded(path, image, {config: preprocess_image(image, config) for config in configs})
+
+
+def first_sentence(message: str) -> str:
+    """The reason without the dataset-folder advice that follows it."""
+    return message.strip().split(". ")[0].removesuffix(".")
+
+
+def load_batch(
+    paths: Sequence[Path], configs: set[PreprocessConfig], skipped: dict[str, str]
+) -> list[Loaded]:
+    """Decode and preprocess what can be; record the rest in ``skipped`` with the reason."""
+    loaded = []
+    for path in paths:
+        try:
+            loaded.append(load_input(path, configs))
+        except (DatasetError, cv2.error, ValueError) as error:
+            skipped[path.name] = first_sentence(str(error).removeprefix(f"{path}: "))
+    return loaded
+
+
+def batches(items: Sequence, size: int) -> Iterator[Sequence]:
+    for start in range(0, len(items), size):
+        yield items[start : start + size]
+
+
+# --------------------------------------------------------------------------- the network
+
+
+def module_device(module: torch.nn.Module) -> torch.device:
+    parameter = next(module.parameters(), None)
+    return parameter.device if parameter is not None else torch.device("cpu")
+
+
+@torch.inference_mode()
+def forward(module: torch.nn.Module, inputs: np.ndarray, device: torch.device) -> np.ndarray:
+    """uint8 (B, S, S) network inputs -> float32 outputs on the CPU.
+
+    Localizer: (B, 2) normalised (u, v) centres; segmenter: (B, S, S) disc probabilities. Inputs
+    are scaled to [0, 1] exactly as the training cache feeds them. The caller sets eval mode.
+    """
+    images = torch.from_numpy(np.ascontiguousarray(inputs)).to(device).unsqueeze(1)
+    result = module(images.float().div_(255.0)).float().cpu().numpy()
+    return result[:, 0] if result.ndim == 4 else result
+
+
+def run_models(
+    models: Mapping[str, Model], batch: Sequence[Loaded], device: torch.device
+) -> dict[str, np.ndarray]:
+    """Role -> outputs on the CPU: localizer (B, 2) normalised centres, segmenter (B, S, S)."""
+    outputs = {}
+    for role, model in models.items():
+        stack = np.stack([item.inputs[model.preprocess] for item in batch])
+        outputs[role] = forward(model.module, stack, device)
+    return outputs
+
+
+# --------------------------------------------------------------------------- native size
+
+
+def native_mask(prob: np.ndarray, size_wh: tuple[int, int], threshold: float) -> np.ndarray:
+    """(S, S) probabilities -> bool (H, W): bilinear back to the native size, then threshold."""
+    native = cv2.resize(prob.astype(np.float32), size_wh, interpolation=cv2.INTER_LINEAR)
+    return native > threshold
+
+
+@dataclass
+class NativeOutput:
+    """One photograph's results in its own pixels; ``None`` where no model of that role ran."""
+
+    center: np.ndarray | None  # (x, y) native px from the localizer
+    mask: np.ndarray | None  # bool (H, W) from the segmenter
+
+
+def to_native(
+    outputs: Mapping[str, np.ndarray], size_wh: tuple[int, int], threshold: float
+) -> NativeOutput:
+    """Per-image network outputs (role -> array) -> centre and mask at the native (W, H)."""
+    loc, prob = outputs.get("localizer"), outputs.get("segmenter")
+    center = None if loc is None else native_center(loc, size_wh)
+    mask = None if prob is None else native_mask(prob, size_wh, threshold)
+    return NativeOutput(center, mask)
+
+
+# --------------------------------------------------------------------------- labelled sets
+
+
+def rows_of(data: PreprocessedSet, ids: Sequence[str]) -> list[int]:
+    """Cache rows of ``ids``; an id missing from the cache is an error naming it."""
+    index_of = data.index_of()
+    missing = [i for i in ids if i not in index_of]
+    if missing:
+        raise InferenceError(
+            f"{data.path}: no preprocessed row for image(s) {missing[:5]}; they are not labelled "
+            "images of this dataset (a centre or a mask is needed)."
+        )
+    return [index_of[i] for i in ids]
+
+
+def masked_samples(dataset: FundusDataset, ids: Sequence[str]) -> list[Sample]:
+    """The samples of ``ids``; every one must have a mask file to be scored for segmentation."""
+    by_id = dataset.by_id()
+    unmasked = [i for i in ids if i not in by_id or by_id[i].mask_path is None]
+    if unmasked:
+        raise InferenceError(
+            f"{dataset.root}: image(s) {unmasked[:5]} have no mask in masks/, so they cannot be "
+            "scored for segmentation; evaluate masked images only."
+        )
+    return [by_id[i] for i in ids]
+
+
+def segmentation_per_image(
+    model: torch.nn.Module,
+    data: PreprocessedSet,
+    dataset: FundusDataset,
+    ids: Sequence[str],
+    batch_size: int = 16,
+    threshold: float = 0.5,
+    mask_threshold: int | None = None,
+) -> dict[str, dict[str, float]]:
+    """Per image: native ``dice``, ``iou``, ``hd95_px`` and input-size ``dice_input``/``iou_input``.
+
+    Native scores compare the probabilities, mapped back as :func:`native_mask` does, with the
+    original mask file; input-size scores compare them with the cached mask, as training's test
+    step does. ``model`` is put in eval mode for the run and restored afterwards.
+    """
+    check_options(batch_size, threshold)
+    samples, rows = masked_samples(dataset, ids), rows_of(data, ids)
+    device, was_training = module_device(model), model.training
+    results: dict[str, dict[str, float]] = {}
+    model.eval()
+    try:
+        for chunk in batches(list(zip(samples, rows, strict=True)), batch_size):
+            probs = forward(model, np.stack([data.images[row] for _, row in chunk]), device)
+            cached = torch.from_numpy(np.stack([data.masks[row] for _, row in chunk]))
+            prob_t = torch.from_numpy(probs)
+            dice_in = binary_dice(prob_t, cached, threshold).tolist()
+            iou_in = binary_iou(prob_t, cached, threshold).tolist()
+            for k, (sample, row) in enumerate(chunk):
+                width, height = (int(v) for v in data.native_sizes[row])
+                truth = read_mask(sample.mask_path, (height, width), mask_threshold)
+                scores = mask_scores(native_mask(probs[k], (width, height), threshold), truth)
+                results[sample.image_id] = {
+                    **scores,
+                    "dice_input": dice_in[k],
+                    "iou_input": iou_in[k],
+                }
+    finally:
+        model.train(was_training)
+    return results
+
+
+def native_segmentation_metrics(
+    model: SegmenterModule,
+    data: PreprocessedSet,
+    dataset: FundusDataset,
+    ids: list[str],
+    batch_size: int = 16,
+    threshold: float = 0.5,
+    mask_threshold: int | None = None,
+) -> dict:
+    """Dice, IoU and HD95 of a segmenter on the photographs' own pixels, for images ``ids``.
+
+    Returns ``{"dice_native", "iou_native", "hd95_native_px", "hd95_undefined", "n_images",
+    "per_image": {id: {"dice", "iou", "hd95_px"}}}``. ``hd95_native_px`` averages the finite
+    values only; ``hd95_undefined`` counts the images whose prediction is empty (HD95 NaN, see
+    :mod:`locseg.metrics_native`). Runs on the model's device, without autograd.
+    """
+    per_image = segmentation_per_image(
+        model, data, dataset, ids, batch_size, threshold, mask_threshold
+    )
+    native = ("dice", "iou", "hd95_px")
+    return summarise_scores({i: {k: s[k] for k in native} for i, s in per_image.items()})
