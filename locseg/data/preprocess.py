@@ -4,21 +4,30 @@ Per image: grayscale -> z-score -> min-max to [0, 255] -> CLAHE (clip 2.0, 8x8 t
 -> resize to the network's input size; stored as uint8, scaled to [0, 1] when loaded.
 
 The lab code z-scores with statistics of the training portion and then min-max rescales every image.
-Both are affine maps of the gray values, so the per-image min-max cancels the z-score exactly
-(``tests/data/test_preprocess.py`` proves it). The cache is therefore fold-independent: one
-cache per dataset and parameter set serves every fold, fraction and arm.
+Both are affine maps of the gray values, so in exact arithmetic the per-image min-max cancels the
+z-score; in float32 the two roundings can differ by one grey level on a few pixels after
+``np.rint``. ``tests/data/test_preprocess.py`` checks the cancellation on its images and bounds the
+difference elsewhere. The cache is therefore fold-independent: one cache per dataset and parameter
+set serves every fold, fraction and arm.
 
-Centres and masks follow the resize: centres are stored normalised in pixel-centre convention
-(u = (x + 0.5) / W, so a flip is u -> 1 - u and the stretch to S x S leaves u unchanged),
-masks are resized with nearest-neighbour, and each image's native size is kept so predictions
-map back to native pixels.
+Images, masks and centres share one pixel grid. Centres are stored normalised in pixel-centre
+convention (u = (x + 0.5) / W, so a flip is u -> 1 - u and the stretch to S x S leaves u
+unchanged). Masks are area-resized like their images and thresholded at one half, so a resized
+mask's centroid sits where the resized image puts the disc (nearest-neighbour sampling shifts it by
+half a source pixel). Each image's native size is kept so predictions map back to native pixels.
+
+The cache is keyed by the files' content, checked for size and checksum when opened, and written
+to reserved space, so a full disk is a clear error rather than a crash.
 """
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
+import logging
 import os
+import zlib
 from dataclasses import asdict, dataclass
 from functools import lru_cache
 from pathlib import Path
@@ -31,7 +40,13 @@ from rich.progress import track
 from locseg.data.dataset import FundusDataset, equivalent_radius, load_sample
 from locseg.io import atomic_path, write_json_atomic
 
-CACHE_VERSION = 1
+CACHE_VERSION = 2  # 2: masks area-resized on the image's grid; content-keyed; checksummed
+ARRAYS = ("images", "masks")
+log = logging.getLogger(__name__)
+
+
+class CacheError(OSError):
+    """The preprocessing cache cannot be written (e.g. the disk is full)."""
 
 
 @dataclass(frozen=True)
@@ -94,7 +109,12 @@ def apply_gamma(image: np.ndarray, gamma: float) -> np.ndarray:
 
 
 def resize_mask(mask: np.ndarray, size: int) -> np.ndarray:
-    return cv2.resize(mask.astype(np.uint8), (size, size), interpolation=cv2.INTER_NEAREST)
+    """Binary mask -> uint8 {0, 1} (S, S) on the image's grid: area-resize, threshold at one half.
+
+    ``INTER_AREA`` is the images' resampling, so mask and image stay aligned pixel for pixel.
+    """
+    area = cv2.resize(mask.astype(np.float32), (size, size), interpolation=cv2.INTER_AREA)
+    return (area >= 0.5).astype(np.uint8)
 
 
 def normalise_center(center: tuple[float, float], size_wh: tuple[float, float]) -> list[float]:
@@ -132,16 +152,20 @@ def default_cache_dir() -> Path:
     return Path(os.environ.get("LOCSEG_CACHE_DIR", Path.home() / ".cache" / "locseg"))
 
 
+def file_digest(path: Path) -> str:
+    """Fast content hash: a replaced file restored with the old size and mtime still differs."""
+    return hashlib.blake2b(path.read_bytes(), digest_size=16).hexdigest()
+
+
 def cache_key(dataset: FundusDataset, config: PreprocessConfig, mask_threshold: int | None) -> str:
-    """Hash of the source files (path, size, mtime), the labels and the parameters."""
+    """Hash of the source files' content, the labels and the parameters."""
     digest = hashlib.sha256()
     header = {"v": CACHE_VERSION, "config": config.as_dict(), "mask_threshold": mask_threshold}
     digest.update(json.dumps(header, sort_keys=True).encode())
     for sample in dataset.centred():
         for path in (sample.image_path, sample.mask_path):
             if path is not None:
-                stat = path.stat()
-                digest.update(f"{path}|{stat.st_size}|{stat.st_mtime_ns}".encode())
+                digest.update(f"{path.name}|{file_digest(path)}".encode())
         digest.update(f"{sample.image_id}|{sample.center}".encode())
     return digest.hexdigest()[:16]
 
@@ -155,7 +179,10 @@ def preprocess_dataset(
     """Preprocess every labelled image once; later calls with the same inputs load the cache."""
     cache_dir = Path(cache_dir) if cache_dir else default_cache_dir()
     folder = cache_dir / f"{dataset.root.name}-{cache_key(dataset, config, mask_threshold)}"
-    if not (folder / "meta.json").is_file():
+    problem = _cache_problem(folder)
+    if problem is not None:
+        if problem != "absent":
+            log.warning("preprocessing cache %s is damaged (%s); rebuilding it", folder, problem)
         _build_cache(dataset, config, folder, mask_threshold)
     return _load_cache(folder, config)
 
@@ -167,12 +194,13 @@ def _build_cache(
     size, count = config.image_size, len(samples)
     folder.mkdir(parents=True, exist_ok=True)
     meta = {"ids": [], "has_mask": [], "centers": [], "native_sizes": [], "radii": []}
+    (folder / "meta.json").unlink(missing_ok=True)  # a rebuild: the old entry is invalid from now
     with (
         atomic_path(folder / "images.npy") as images_tmp,
         atomic_path(folder / "masks.npy") as masks_tmp,
     ):
-        images = np.lib.format.open_memmap(images_tmp, "w+", np.uint8, (count, size, size))
-        masks = np.lib.format.open_memmap(masks_tmp, "w+", np.uint8, (count, size, size))
+        images = _reserved_memmap(images_tmp, (count, size, size), folder / "images.npy")
+        masks = _reserved_memmap(masks_tmp, (count, size, size), folder / "masks.npy")
         for i, sample in enumerate(
             track(samples, description=f"Preprocessing {dataset.root.name}")
         ):
@@ -190,8 +218,62 @@ def _build_cache(
         images.flush()
         masks.flush()
         del images, masks
+        temps = (images_tmp, masks_tmp)
+        meta["files"] = {name: _file_record(t) for name, t in zip(ARRAYS, temps, strict=True)}
     meta["config"] = config.as_dict()
     write_json_atomic(folder / "meta.json", meta)  # written last: its presence marks a full cache
+
+
+def _reserved_memmap(path: Path, shape: tuple[int, ...], final: Path) -> np.memmap:
+    """A writable .npy memmap whose blocks are allocated up front.
+
+    Writing into a sparse memmap on a full disk kills the process with SIGBUS; reserving the
+    space first turns that into ENOSPC here, which becomes a :class:`CacheError`.
+    """
+    array = np.lib.format.open_memmap(path, "w+", np.uint8, shape)
+    size = path.stat().st_size
+    try:
+        fd = os.open(path, os.O_RDWR)
+        try:
+            os.posix_fallocate(fd, 0, size)
+        finally:
+            os.close(fd)
+    except OSError as error:
+        del array
+        if error.errno in (errno.ENOSPC, errno.EDQUOT):
+            raise CacheError(
+                error.errno,
+                f"no space for the preprocessing cache in {final.parent}: {final.name} needs "
+                f"{size:,} bytes. Free disk space there, or point LOCSEG_CACHE_DIR "
+                "(paths.cache_dir) at a disk with room.",
+            ) from error
+        if error.errno not in (errno.EOPNOTSUPP, errno.EINVAL):  # file systems without fallocate
+            raise
+    return array
+
+
+def _file_record(path: Path) -> dict:
+    """Size and CRC-32 of a cache file: cheap enough to check on every open."""
+    return {"bytes": path.stat().st_size, "crc32": zlib.crc32(path.read_bytes())}
+
+
+def _cache_problem(folder: Path) -> str | None:
+    """None for a complete, intact cache entry; else why not ("absent", or what is damaged)."""
+    try:
+        meta = json.loads((folder / "meta.json").read_text())
+    except FileNotFoundError:
+        return "absent"
+    except (OSError, json.JSONDecodeError) as error:
+        return f"meta.json unreadable: {error}"
+    for name, expected in meta.get("files", {}).items():
+        path = folder / f"{name}.npy"
+        if not path.is_file():
+            return f"{path.name} is missing"
+        if path.stat().st_size != expected["bytes"]:
+            return f"{path.name} has {path.stat().st_size:,} bytes, expected {expected['bytes']:,}"
+        if zlib.crc32(path.read_bytes()) != expected["crc32"]:
+            return f"{path.name} fails its checksum"
+    return None if "files" in meta else "meta.json lacks the file records"
 
 
 def _load_cache(folder: Path, config: PreprocessConfig) -> PreprocessedSet:

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import errno
+import os
+import subprocess
+
 import cv2
 import numpy as np
 import pytest
@@ -9,12 +13,17 @@ from conftest import make_dataset
 
 from locseg.data.dataset import load_dataset
 from locseg.data.preprocess import (
+    CacheError,
     PreprocessConfig,
     apply_gamma,
     minmax_uint8,
+    native_center,
+    normalise_center,
     preprocess_dataset,
     preprocess_image,
+    resize_mask,
     to_gray,
+    zscore,
 )
 
 
@@ -90,3 +99,122 @@ def test_interrupted_cache_build_leaves_no_cache(tmp_path, monkeypatch):
         preprocess_dataset(load_dataset(root), PreprocessConfig(image_size=16), tmp_path / "c")
     leftovers = [p.name for p in (tmp_path / "c").rglob("*") if p.is_file()]
     assert leftovers == []
+
+
+# ----------------------------------------------------------------- one pixel grid (issue #12.1)
+
+
+def _disc(width: int, height: int, cx: float, cy: float, radius: float) -> np.ndarray:
+    yy, xx = np.mgrid[:height, :width]
+    return (xx - cx) ** 2 + (yy - cy) ** 2 <= radius**2
+
+
+def _centroid(mask: np.ndarray) -> tuple[float, float]:
+    ys, xs = np.nonzero(mask)
+    return float(xs.mean()), float(ys.mean())
+
+
+def test_resized_mask_centroid_sits_on_the_resized_centre():
+    """Nearest-neighbour sampling put it half a source pixel off (32.08 instead of 31.55)."""
+    mask = _disc(600, 400, 300, 200, 45)
+    small = resize_mask(mask, 64)
+    expected = native_center(normalise_center((300, 200), (600, 400)), (64, 64))
+    assert _centroid(small) == pytest.approx(tuple(expected), abs=0.1)
+
+
+def test_native_round_trip_of_a_perfect_mask():
+    """A perfect 64-px prediction of a 640 x 425 disc, upsampled as predict does (bilinear on the
+    probabilities, threshold one half), must give back the native mask (0.938 with nearest)."""
+    mask = _disc(640, 425, 320.4, 212.7, 60)
+    small = resize_mask(mask, 64).astype(np.float32)
+    back = cv2.resize(small, (640, 425), interpolation=cv2.INTER_LINEAR) >= 0.5
+    dice = 2 * (back & mask).sum() / (back.sum() + mask.sum())
+    assert dice > 0.97
+    assert _centroid(back) == pytest.approx(_centroid(mask), abs=1.0)
+
+
+def test_minmax_after_zscore_differs_by_at_most_one_grey_level():
+    """What is true in float32: the z-score cancels up to one grey level of rounding."""
+    image = np.random.default_rng(3).integers(0, 255, (128, 128, 3), dtype=np.uint8)
+    reference = minmax_uint8(zscore(to_gray(image)))
+    for mean, std in [(10.0, 3.0), (120.5, 55.2), (-4.0, 0.5), (77.7, 13.1)]:
+        other = minmax_uint8(zscore(to_gray(image), mean, std))
+        assert np.abs(other.astype(int) - reference).max() <= 1
+
+
+# ----------------------------------------------------------------- the cache under faults (#12.7)
+
+
+def test_cache_keys_on_content_not_on_size_and_mtime(tmp_path):
+    root = make_dataset(tmp_path / "d", n_masked=3)
+    png = root / "images" / "loc_x.png"
+    bmp = root / "images" / "seg_000.bmp"  # BMP: same dimensions, same byte size
+    (root / "images" / "seg_000.png").rename(png)
+    cv2.imwrite(str(bmp), cv2.imread(str(png)))
+    png.unlink()
+    config, cache = PreprocessConfig(image_size=16), tmp_path / "c"
+    first = preprocess_dataset(load_dataset(root), config, cache)
+    stat = bmp.stat()
+    cv2.imwrite(str(bmp), 255 - cv2.imread(str(bmp)))
+    os.utime(bmp, ns=(stat.st_atime_ns, stat.st_mtime_ns))  # e.g. restored from a backup
+    assert bmp.stat().st_size == stat.st_size and bmp.stat().st_mtime_ns == stat.st_mtime_ns
+    second = preprocess_dataset(load_dataset(root), config, cache)
+    assert second.path != first.path
+    assert not np.array_equal(second.images[0], first.images[0])
+
+
+def test_truncated_cache_entry_is_rebuilt_with_a_warning(tmp_path, caplog):
+    root = make_dataset(tmp_path / "d", n_masked=3)
+    config, cache = PreprocessConfig(image_size=16), tmp_path / "c"
+    first = preprocess_dataset(load_dataset(root), config, cache)
+    expected = np.array(first.images)
+    with open(first.path / "images.npy", "r+b") as handle:
+        handle.truncate(100)
+    with caplog.at_level("WARNING"):
+        again = preprocess_dataset(load_dataset(root), config, cache)
+    assert "images.npy" in caplog.text and "damaged" in caplog.text
+    np.testing.assert_array_equal(again.images, expected)
+
+
+def test_corrupted_cache_bytes_fail_the_checksum(tmp_path, caplog):
+    root = make_dataset(tmp_path / "d", n_masked=3)
+    config, cache = PreprocessConfig(image_size=16), tmp_path / "c"
+    first = preprocess_dataset(load_dataset(root), config, cache)
+    expected = np.array(first.masks)
+    raw = bytearray((first.path / "masks.npy").read_bytes())
+    raw[-1] ^= 0xFF
+    (first.path / "masks.npy").write_bytes(bytes(raw))
+    with caplog.at_level("WARNING"):
+        again = preprocess_dataset(load_dataset(root), config, cache)
+    assert "checksum" in caplog.text
+    np.testing.assert_array_equal(again.masks, expected)
+
+
+def _tmpfs(path, size: str) -> bool:
+    path.mkdir()
+    done = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(path)], capture_output=True
+    )
+    return done.returncode == 0
+
+
+def test_full_disk_is_a_clear_error_and_leaves_no_temp_files(tmp_path, monkeypatch):
+    """Was SIGBUS (exit 135) with temp files left behind. A real 64 KiB tmpfs where the test may
+    mount one, else a simulated ENOSPC from the space reservation."""
+    root = make_dataset(tmp_path / "d", n_masked=12, size=64)
+    cache = tmp_path / "small"
+    mounted = _tmpfs(cache, "64k")
+    if not mounted:
+
+        def no_space(fd, offset, length):
+            raise OSError(errno.ENOSPC, "No space left on device")
+
+        monkeypatch.setattr(os, "posix_fallocate", no_space)
+    try:
+        with pytest.raises(CacheError, match="no space for the preprocessing cache") as caught:
+            preprocess_dataset(load_dataset(root), PreprocessConfig(image_size=64), cache)
+        assert str(cache) in str(caught.value) and "bytes" in str(caught.value)
+        assert [p.name for p in cache.rglob("*") if p.is_file()] == []
+    finally:
+        if mounted:
+            subprocess.run(["umount", str(cache)], check=False)
