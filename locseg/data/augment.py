@@ -47,6 +47,12 @@ def build_augmentation(
     )
 
 
+def seed_augmentation(pipeline: A.Compose | None, seed: int) -> None:
+    """Seed albumentations' own generators (``pl.seed_everything`` does not reach them)."""
+    if pipeline is not None:
+        pipeline.set_random_seed(int(seed))
+
+
 def apply_augmentation(
     pipeline: A.Compose | None, image: np.ndarray, mask: np.ndarray, center_px: np.ndarray
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

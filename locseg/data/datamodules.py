@@ -15,7 +15,7 @@ import pytorch_lightning as pl
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from locseg.data.augment import apply_augmentation, build_augmentation
+from locseg.data.augment import apply_augmentation, build_augmentation, seed_augmentation
 from locseg.data.dataset import DatasetError, FundusDataset, load_dataset
 from locseg.data.preprocess import (
     PreprocessConfig,
@@ -25,12 +25,26 @@ from locseg.data.preprocess import (
 )
 from locseg.data.splits import (
     check_fold,
+    dataset_splits,
+    excluded_ids_hash,
     fraction_prefix,
-    load_or_make_splits,
     localization_pool,
     split_validation,
-    splits_path,
+    splits_digest,
 )
+
+
+def seed_worker(worker_id: int) -> None:
+    """Give each loader worker its own augmentation stream, derived from the loader's seed.
+
+    Workers fork the parent's generator state, so unseeded they would all apply one sequence.
+    ``torch.initial_seed()`` in a worker is the loader's base seed + worker id: it follows
+    ``pl.seed_everything`` and differs between workers.
+    """
+    info = torch.utils.data.get_worker_info()
+    samples = info.dataset if info is not None else None
+    if isinstance(samples, FundusSamples):
+        samples.reseed(torch.initial_seed() % 2**32)
 
 
 class FundusSamples(Dataset):
@@ -42,6 +56,9 @@ class FundusSamples(Dataset):
 
     def __len__(self) -> int:
         return len(self.rows)
+
+    def reseed(self, seed: int) -> None:
+        seed_augmentation(self.augmentation, seed)
 
     def __getitem__(self, item: int) -> dict[str, torch.Tensor]:
         row = self.rows[item]
@@ -79,6 +96,7 @@ class FundusDataModule(pl.LightningDataModule):
         preprocess: dict | None = None,
         augment: dict | None = None,
         cache_dir: str | None = None,
+        seed: int = 0,
     ):
         super().__init__()
         check_fold(fold, num_folds)
@@ -90,9 +108,11 @@ class FundusDataModule(pl.LightningDataModule):
         self.preprocess_config = PreprocessConfig(image_size=image_size, **(preprocess or {}))
         self.augment_options = dict(augment or {})
         self.cache_dir = Path(cache_dir) if cache_dir else default_cache_dir()
+        self.seed = seed
         self.dataset: FundusDataset | None = None
         self.data: PreprocessedSet | None = None
         self.selection: dict[str, list[str]] = {}
+        self.splits: dict = {}
 
     # ------------------------------------------------------------------ set-up
 
@@ -109,14 +129,10 @@ class FundusDataModule(pl.LightningDataModule):
         self.data = preprocess_dataset(
             self.dataset, self.preprocess_config, self.cache_dir, self.mask_threshold
         )
-        splits = load_or_make_splits(
-            self.dataset,
-            self.num_folds,
-            self.val_fraction,
-            self.split_seed,
-            splits_path(self.dataset, self.cache_dir),
+        self.splits = dataset_splits(
+            self.dataset, self.num_folds, self.val_fraction, self.split_seed, self.cache_dir
         )
-        self.selection = self.select(splits)
+        self.selection = self.select(self.splits)
         for part, ids in self.selection.items():
             if not ids:
                 raise DatasetError(
@@ -149,18 +165,33 @@ class FundusDataModule(pl.LightningDataModule):
         """What a model trained on this data must be given again at inference."""
         return self.preprocess_config.as_dict()
 
+    def identity(self) -> dict[str, str]:
+        """What a result depends on beyond the config: the folds and the cached pixels."""
+        return {"splits": splits_digest(self.splits), "cache": self.data.path.name}
+
+    def fold_test_hash(self) -> str:
+        """Identity of this fold's test images, which a localizer for it must never have seen."""
+        return excluded_ids_hash(self.splits["folds"][self.fold]["test"])
+
+    def masked_hash(self) -> str:
+        """Identity of every masked image: each is a test image in some fold."""
+        return excluded_ids_hash([s.image_id for s in self.dataset.masked()])
+
     # ------------------------------------------------------------------ loaders
 
     def _loader(self, part: str, train: bool) -> DataLoader:
         augmentation = build_augmentation(**self.augment_options) if train else None
+        samples = FundusSamples(self.data, self.rows(part), augmentation)
+        samples.reseed(self.seed)  # the main process's stream (num_workers=0)
         return DataLoader(
-            FundusSamples(self.data, self.rows(part), augmentation),
+            samples,
             batch_size=self.batch_size,
             shuffle=train,
             drop_last=train and len(self.selection[part]) > self.batch_size,
             num_workers=self.num_workers,
             persistent_workers=self.num_workers > 0,
             pin_memory=self.pin_memory,
+            worker_init_fn=seed_worker,
         )
 
     def train_dataloader(self) -> DataLoader:
@@ -197,6 +228,7 @@ class LocalizationDataModule(FundusDataModule):
 
     def select(self, splits: dict) -> dict[str, list[str]]:
         pool, self.per_fold = localization_pool(self.dataset, splits, self.fold)
+        self.excluded_hash = self.fold_test_hash() if self.per_fold else self.masked_hash()
         groups = {s.image_id: s.group_id for s in self.dataset.samples}
         train, val = split_validation(
             pool, [groups[i] for i in pool], self.val_fraction, self.split_seed

@@ -108,36 +108,65 @@ def _writable(folder: Path) -> bool:
     return os.access(folder, os.W_OK) and bool(folder.stat().st_mode & stat.S_IWUSR)
 
 
-def splits_path(dataset: FundusDataset, cache_dir: Path) -> Path:
-    """``splits_final.json`` in the dataset folder, or in the cache if that folder is read-only."""
+def splits_name(num_folds: int, val_fraction: float, seed: int) -> str:
+    """One file per request, so a run with other fold settings never rewrites finished folds."""
+    return f"splits_k{num_folds}_val{val_fraction:g}_seed{seed}.json"
+
+
+def splits_path(
+    dataset: FundusDataset, cache_dir: Path, num_folds: int, val_fraction: float, seed: int
+) -> Path:
+    """The request's splits file in the dataset folder, or in the cache if that is read-only."""
+    name = splits_name(num_folds, val_fraction, seed)
     if _writable(dataset.root):
-        return dataset.root / SPLITS_FILE
+        return dataset.root / name
     tag = hashlib.sha256(str(dataset.root).encode()).hexdigest()[:12]
-    return cache_dir / f"{dataset.root.name}-{tag}-{SPLITS_FILE}"
+    return Path(cache_dir) / f"{dataset.root.name}-{tag}-{name}"
+
+
+def pool_hash(dataset: FundusDataset) -> str:
+    """Identity of what folds are made of: the masked ids and their patient groups."""
+    pairs = sorted(f"{s.image_id}|{s.group_id}" for s in dataset.masked())
+    return hashlib.sha256("\n".join(pairs).encode()).hexdigest()[:16]
+
+
+def splits_digest(splits: dict) -> str:
+    """A short hash of the folds themselves: part of every job's identity."""
+    text = json.dumps(splits["folds"], sort_keys=True)
+    return hashlib.sha256(text.encode()).hexdigest()[:12]
 
 
 def load_or_make_splits(
     dataset: FundusDataset, num_folds: int, val_fraction: float, seed: int, path: Path
 ) -> dict:
-    """Reuse the persisted splits when they match the request and the masked pool; else rewrite."""
-    masked_ids = sorted(s.image_id for s in dataset.masked())
+    """Reuse the persisted splits of this request; make them once if absent.
+
+    Folds never move under finished runs: if the masked images or their groups changed since the
+    file was made, the old folds could put one patient in both test and train, and new folds would
+    silently change every finished result, so this refuses and says what to do.
+    """
+    current = pool_hash(dataset)
     if path.is_file():
         stored = json.loads(path.read_text())
-        same_request = (
-            stored.get("num_folds"),
-            stored.get("val_fraction"),
-            stored.get("seed"),
-        ) == (
-            num_folds,
-            val_fraction,
-            seed,
-        )
-        stored_ids = sorted(i for fold in stored.get("folds", []) for i in fold["test"])
-        if same_request and stored_ids == masked_ids:
+        if stored.get("pool_hash") == current:
             return stored
-    splits = make_splits(dataset, num_folds, val_fraction, seed)
+        raise DatasetError(
+            f"{path}: these folds were made for other masked images or patient groups "
+            f"(pool hash {stored.get('pool_hash')}, now {current}). Finished runs used the old "
+            f"folds. To start over with new folds, delete {path} and re-run every sweep on "
+            "this dataset; to keep the old folds, restore the dataset as it was."
+        )
+    splits = {**make_splits(dataset, num_folds, val_fraction, seed), "pool_hash": current}
     write_json_atomic(path, splits)
     return splits
+
+
+def dataset_splits(
+    dataset: FundusDataset, num_folds: int, val_fraction: float, seed: int, cache_dir: Path
+) -> dict:
+    """The persisted folds of ``dataset`` for this request (made once, then only read)."""
+    path = splits_path(dataset, cache_dir, num_folds, val_fraction, seed)
+    return load_or_make_splits(dataset, num_folds, val_fraction, seed, path)
 
 
 def check_fold(fold: int, num_folds: int) -> None:
@@ -148,12 +177,22 @@ def check_fold(fold: int, num_folds: int) -> None:
 def localization_pool(dataset: FundusDataset, splits: dict, fold: int) -> tuple[list[str], bool]:
     """Images the localizer may train on for ``fold``, and whether that pool depends on the fold.
 
-    With a centre-only pool disjoint from the masks (the paper's setting, the synthetic set), one
-    localizer serves every fold. Where centres and masks share images (DRIONS-DB), the localizer of
-    fold k must not see fold k's test images, so the pool is every centred image outside them.
+    A centre-only pool that shares no patient group with the masked images (the paper's setting,
+    the synthetic set) gives one localizer for every fold. Where the localizer's images and fold
+    k's test images share images or patients (DRIONS-DB; a centre-only photo of a patient whose
+    masked photo is a test image), the localizer of fold k trains only outside fold k's test
+    groups.
     """
-    centre_only = [s.image_id for s in dataset.centre_only()]
-    if centre_only:
-        return centre_only, False
-    test = set(splits["folds"][fold]["test"])
-    return [s.image_id for s in dataset.centred() if s.image_id not in test], True
+    centre_only = dataset.centre_only()
+    masked_groups = {s.group_id for s in dataset.masked()}
+    if centre_only and not any(s.group_id in masked_groups for s in centre_only):
+        return [s.image_id for s in centre_only], False
+    by_id = dataset.by_id()
+    test_groups = {by_id[i].group_id for i in splits["folds"][fold]["test"]}
+    candidates = centre_only or dataset.centred()
+    return [s.image_id for s in candidates if s.group_id not in test_groups], True
+
+
+def excluded_ids_hash(ids: list[str]) -> str:
+    """Identity of the images a localizer promises never to have trained on."""
+    return hashlib.sha256("\n".join(sorted(ids)).encode()).hexdigest()[:16]

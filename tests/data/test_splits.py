@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import json
 
+import numpy as np
 import pytest
-from conftest import make_dataset
+from conftest import draw_disc_image, make_dataset
 
 from locseg.data.dataset import DatasetError, load_dataset
 from locseg.data.splits import (
+    dataset_splits,
     fraction_prefix,
     grouped_folds,
     load_or_make_splits,
@@ -81,7 +83,6 @@ def test_splits_are_persisted_and_reused(tmp_path):
     stored["folds"][0]["val"] = ["edited-by-hand"]
     path.write_text(json.dumps(stored))
     assert load_or_make_splits(dataset, 5, 0.2, 7, path)["folds"][0]["val"] == ["edited-by-hand"]
-    assert load_or_make_splits(dataset, 2, 0.2, 7, path)["num_folds"] == 2
 
 
 def test_too_few_masks_for_the_folds(tmp_path):
@@ -95,8 +96,69 @@ def test_read_only_dataset_keeps_its_splits_in_the_cache(tmp_path):
     dataset = load_dataset(root)
     root.chmod(0o555)
     try:
-        path = splits_path(dataset, tmp_path / "cache")
+        path = splits_path(dataset, tmp_path / "cache", 5, 0.2, 1)
     finally:
         root.chmod(0o755)
-    assert path.parent == tmp_path / "cache" and path.name.endswith("splits_final.json")
-    assert splits_path(dataset, tmp_path / "cache") == root / "splits_final.json"
+    assert path.parent == tmp_path / "cache" and path.name.endswith("splits_k5_val0.2_seed1.json")
+    assert (
+        splits_path(dataset, tmp_path / "cache", 5, 0.2, 1) == root / "splits_k5_val0.2_seed1.json"
+    )
+
+
+# ----------------------------------------------------------------- splits never move (#11.4, #12.3)
+
+
+def test_each_request_keeps_its_own_splits_file(tmp_path):
+    root = make_dataset(tmp_path / "d", n_masked=10)
+    dataset = load_dataset(root)
+    five = dataset_splits(dataset, 5, 0.2, 7, tmp_path / "c")
+    before = {p.name: p.read_text() for p in root.glob("splits_*.json")}
+    three = dataset_splits(dataset, 3, 0.2, 7, tmp_path / "c")
+    assert len(five["folds"]) == 5 and len(three["folds"]) == 3
+    for name, text in before.items():
+        assert (root / name).read_text() == text, "another request rewrote finished folds"
+    assert dataset_splits(dataset, 5, 0.2, 7, tmp_path / "c") == five
+
+
+def test_changed_groups_refuse_the_old_folds(tmp_path):
+    """A group column added after the folds were made: patients would straddle test and train."""
+    root = make_dataset(tmp_path / "d", n_masked=10)
+    dataset_splits(load_dataset(root), 5, 0.2, 7, tmp_path / "c")
+    csv_path = root / "centers.csv"
+    lines = csv_path.read_text().splitlines()
+    header = lines[0] + ",group" if "group" not in lines[0] else lines[0]
+    rows = [
+        f"{line.split(',')[0]},{line.split(',')[1]},{line.split(',')[2]},p{i % 3}"
+        for i, line in enumerate(lines[1:])
+    ]
+    csv_path.write_text("\n".join([header.replace(",group,group", ",group"), *rows]) + "\n")
+    regrouped = load_dataset(root)
+    assert {s.group for s in regrouped.masked()} == {"p0", "p1", "p2"}
+    with pytest.raises(DatasetError, match="other masked images or patient groups") as caught:
+        dataset_splits(regrouped, 5, 0.2, 7, tmp_path / "c")
+    assert "delete" in str(caught.value) and "splits_k5_val0.2_seed7.json" in str(caught.value)
+
+
+def test_pool_patients_of_test_images_are_kept_from_their_fold_localizer(tmp_path):
+    """A centre-only photo of a patient whose masked photo is a test image of fold k must not
+    train fold k's localizer (it used to join the shared pool)."""
+    from locseg.data.dataset import DatasetWriter
+
+    rng = np.random.default_rng(0)
+    root = tmp_path / "d"
+    with DatasetWriter(root) as writer:
+        for i in range(10):
+            image, mask, center = draw_disc_image(rng, 48)
+            writer.add(f"seg_{i:03d}", image, mask, center, f"p{i}")
+        for i in range(6):
+            image, _, center = draw_disc_image(rng, 48)
+            writer.add(f"loc_{i:03d}", image, None, center, f"p{i}" if i < 2 else f"q{i}")
+    dataset = load_dataset(root)
+    splits = make_splits(dataset, num_folds=5, val_fraction=0.2, seed=1)
+    groups = {s.image_id: s.group_id for s in dataset.samples}
+    for k, fold in enumerate(splits["folds"]):
+        pool, per_fold = localization_pool(dataset, splits, k)
+        test_groups = {groups[i] for i in fold["test"]}
+        assert per_fold and all(i.startswith("loc_") for i in pool)
+        assert not {groups[i] for i in pool} & test_groups
+        assert {"loc_002", "loc_003", "loc_004", "loc_005"} <= set(pool)
