@@ -1,0 +1,189 @@
+"""Native-resolution metrics on known masks, and ``native_segmentation_metrics`` on a real cache."""
+
+from __future__ import annotations
+
+import math
+
+import cv2
+import numpy as np
+import pytest
+import torch
+from conftest import draw_disc_image
+
+from locseg.data.dataset import DatasetWriter, load_dataset, read_image, read_mask
+from locseg.data.preprocess import PreprocessConfig, preprocess_dataset, preprocess_image
+from locseg.inference import InferenceError, native_mask, native_segmentation_metrics
+from locseg.metrics_native import dice, hd95, iou, mask_scores, summarise_scores
+from locseg.models.segmenter import SegmenterModule
+
+
+def disc(shape: tuple[int, int], cx: float, cy: float, r: float) -> np.ndarray:
+    yy, xx = np.mgrid[: shape[0], : shape[1]]
+    return (xx - cx) ** 2 + (yy - cy) ** 2 <= r * r
+
+
+# --------------------------------------------------------------------------- the math
+
+
+def test_identical_masks_score_dice_one_and_hd95_zero():
+    mask = disc((80, 120), 60, 40, 15)
+    assert mask_scores(mask, mask) == {"dice": 1.0, "iou": 1.0, "hd95_px": 0.0}
+
+
+@pytest.mark.parametrize("shift", [1, 3, 5])
+def test_shifted_disc_hd95_is_the_shift(shift):
+    truth = disc((100, 120), 50, 50, 20)
+    assert hd95(disc((100, 120), 50 + shift, 50, 20), truth) == pytest.approx(shift, abs=0.05)
+    diagonal = disc((100, 120), 50 + shift, 50 + shift, 20)
+    assert hd95(diagonal, truth) == pytest.approx(shift * math.sqrt(2), abs=0.1)
+
+
+def test_half_overlap_has_known_dice_and_iou():
+    a, b = np.zeros((30, 40), bool), np.zeros((30, 40), bool)
+    a[5:25, 0:20] = True  # 20 x 20
+    b[5:25, 10:30] = True  # shifted by half its width: 200 px shared of 400 each
+    assert dice(a, b) == pytest.approx(0.5)
+    assert iou(a, b) == pytest.approx(1 / 3)
+    assert hd95(a, b) == pytest.approx(10.0)  # the left and right edges sit 10 px apart
+
+
+def test_empty_prediction_scores_zero_and_nan_hd95():
+    truth = disc((40, 60), 30, 20, 8)
+    empty = np.zeros_like(truth)
+    scores = mask_scores(empty, truth)
+    assert scores["dice"] == 0.0 and scores["iou"] == 0.0 and math.isnan(scores["hd95_px"])
+    assert mask_scores(empty, empty) == {"dice": 1.0, "iou": 1.0, "hd95_px": 0.0}
+
+
+def test_summary_averages_finite_hd95_and_counts_the_rest():
+    summary = summarise_scores(
+        {
+            "a": {"dice": 1.0, "iou": 1.0, "hd95_px": 2.0},
+            "b": {"dice": 0.5, "iou": 0.25, "hd95_px": 4.0},
+            "c": {"dice": 0.0, "iou": 0.0, "hd95_px": math.nan},
+        }
+    )
+    assert summary["dice_native"] == pytest.approx(0.5)
+    assert summary["iou_native"] == pytest.approx(1.25 / 3)
+    assert summary["hd95_native_px"] == pytest.approx(3.0)
+    assert summary["hd95_undefined"] == 1 and summary["n_images"] == 3
+    assert set(summary["per_image"]) == {"a", "b", "c"}
+
+
+def test_masks_of_different_shapes_are_refused():
+    with pytest.raises(ValueError, match=r"prediction \(4, 5\), truth \(5, 4\)"):
+        dice(np.zeros((4, 5), bool), np.zeros((5, 4), bool))
+
+
+def test_perfect_64px_mask_of_a_wide_photograph_survives_the_round_trip():
+    """Issue #12.1: a 64 x 64 mask of a 640 x 425 disc, mapped back, still matches it closely."""
+    truth = disc((425, 640), 301.3, 190.7, 50)
+    area = cv2.resize(truth.astype(np.float32), (64, 64), interpolation=cv2.INTER_AREA)
+    perfect = (area > 0.5).astype(np.float32)  # the best a 64-px binary mask can do
+    back = native_mask(perfect, (640, 425), 0.5)
+    assert back.shape == (425, 640)
+    assert dice(back, truth) > 0.95
+    assert hd95(back, truth) <= 4.0  # under one 64-px cell (10 x 6.6 native px)
+    ys, xs = np.nonzero(back)
+    assert (xs.mean(), ys.mean()) == pytest.approx((301.3, 190.7), abs=1.0)
+
+
+# --------------------------------------------------------------------------- on a dataset
+
+NATIVE_WH = (60, 40)
+
+
+@pytest.fixture
+def wide_set(tmp_path) -> tuple:
+    """Three 60 x 40 photographs with disc masks and one centre-only image, preprocessed at 32."""
+    rng = np.random.default_rng(3)
+    with DatasetWriter(tmp_path / "wide") as writer:
+        for i in range(4):
+            image, mask, center = draw_disc_image(rng, 60)
+            image, mask = image[10:50], mask[10:50]
+            ys, xs = np.nonzero(mask)
+            centre = (float(xs.mean()), float(ys.mean()))
+            writer.add(f"w{i}", image, mask if i < 3 else None, centre)
+    dataset = load_dataset(tmp_path / "wide")
+    data = preprocess_dataset(dataset, PreprocessConfig(image_size=32), tmp_path / "cache")
+    return dataset, data
+
+
+class Constant(torch.nn.Module):
+    """A stand-in segmenter whose probability is ``value`` everywhere."""
+
+    def __init__(self, value: float):
+        super().__init__()
+        self.value = value
+        self.anchor = torch.nn.Parameter(torch.zeros(1))  # gives the module a device
+
+    def forward(self, image: torch.Tensor) -> torch.Tensor:
+        return torch.full_like(image, self.value)
+
+
+def truth_of(dataset, image_id: str) -> np.ndarray:
+    return read_mask(dataset.by_id()[image_id].mask_path)
+
+
+def test_all_disc_prediction_scores_the_mask_share_of_the_frame(wide_set):
+    dataset, data = wide_set
+    ids = ["w0", "w1", "w2"]
+    result = native_segmentation_metrics(Constant(1.0), data, dataset, ids, batch_size=2)
+    frame = NATIVE_WH[0] * NATIVE_WH[1]
+    for image_id in ids:
+        area = int(truth_of(dataset, image_id).sum())
+        scores = result["per_image"][image_id]
+        assert scores["dice"] == pytest.approx(2 * area / (area + frame))
+        assert scores["iou"] == pytest.approx(area / frame)
+        assert scores["hd95_px"] > 0
+    expected = np.mean([result["per_image"][i]["dice"] for i in ids])
+    assert result["dice_native"] == pytest.approx(expected)
+    assert result["n_images"] == 3 and result["hd95_undefined"] == 0
+
+
+def test_empty_predictions_give_nan_hd95_counted_apart(wide_set):
+    dataset, data = wide_set
+    result = native_segmentation_metrics(Constant(0.0), data, dataset, ["w0", "w2"])
+    assert result["dice_native"] == 0.0 and result["iou_native"] == 0.0
+    assert math.isnan(result["hd95_native_px"]) and result["hd95_undefined"] == 2
+
+
+def test_real_segmenter_matches_a_direct_native_computation(wide_set):
+    """Photograph -> preprocessing -> network -> bilinear to 60 x 40 -> > 0.5 -> vs. mask file."""
+    dataset, data = wide_set
+    torch.manual_seed(0)
+    model = SegmenterModule(depth=2, base_width=4, input_size=32)
+    model.eval()
+    config = PreprocessConfig(image_size=32)
+
+    def native_prob(image_id: str) -> np.ndarray:
+        pixels = preprocess_image(read_image(dataset.by_id()[image_id].image_path), config)
+        with torch.no_grad():
+            prob = model(torch.from_numpy(pixels)[None, None].float() / 255)[0, 0].numpy()
+        return cv2.resize(prob, NATIVE_WH, interpolation=cv2.INTER_LINEAR)
+
+    # An untrained network hovers near 0.5: cut at its median so both classes occur.
+    threshold = float(np.median(native_prob("w0")))
+    model.train()
+    result = native_segmentation_metrics(model, data, dataset, ["w0", "w1", "w2"], 16, threshold)
+    assert model.training  # the caller's mode is restored
+    model.eval()
+    for image_id in ("w0", "w1", "w2"):
+        pred = native_prob(image_id) > threshold
+        truth = truth_of(dataset, image_id)
+        shared, total = int((pred & truth).sum()), int(pred.sum() + truth.sum())
+        expected = 1.0 if total == 0 else 2 * shared / total
+        assert pred.shape == truth.shape == (40, 60) and 0 < pred.sum() < pred.size
+        assert result["per_image"][image_id]["dice"] == pytest.approx(expected, abs=1e-9)
+
+
+def test_an_image_without_mask_is_named(wide_set):
+    dataset, data = wide_set
+    with pytest.raises(InferenceError, match=r"\['w3'\] have no mask"):
+        native_segmentation_metrics(Constant(1.0), data, dataset, ["w0", "w3"])
+
+
+def test_unknown_id_is_named(wide_set):
+    dataset, data = wide_set
+    with pytest.raises(InferenceError, match=r"\['nope'\]"):
+        native_segmentation_metrics(Constant(1.0), data, dataset, ["nope"])
