@@ -1,7 +1,10 @@
 """Paired tests for comparing two training arms: plain t-test, Wilcoxon, Nadeau-Bengio corrected.
 
 Pure functions on numbers (no files, no models). Each returns a small ``TestResult``; too few pairs
-give a NaN p-value instead of an exception, so one missing fold never stops a report.
+give a NaN p-value instead of an exception, so one missing fold never stops a report. Holm's
+adjustment and the star codes live here too, so the markdown, the console and the figure mark
+significance the same way. scipy is imported inside the tests that need it (about a second), so
+that a report that fails on a wrong folder answers at once.
 """
 
 from __future__ import annotations
@@ -12,7 +15,6 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
-from scipy import stats
 
 __all__ = [
     "TestResult",
@@ -20,7 +22,12 @@ __all__ = [
     "paired_ttest",
     "wilcoxon_paired",
     "nadeau_bengio_ttest",
+    "holm_adjust",
+    "significance_stars",
+    "signed_stars",
 ]
+
+MINUS = "\u2212"  # a real minus sign: a hyphen is easy to miss beside a star
 
 
 @dataclass(frozen=True)
@@ -55,6 +62,8 @@ def _mean_or_nan(x: np.ndarray) -> float:
 
 def paired_ttest(a: Sequence[float], b: Sequence[float]) -> TestResult:
     """Student's paired t-test (``scipy.stats.ttest_rel``) treating each pair as independent."""
+    from scipy import stats
+
     diffs = paired_differences(a, b)
     n = int(diffs.size)
     if n < 2:
@@ -73,6 +82,8 @@ def wilcoxon_paired(a: Sequence[float], b: Sequence[float]) -> TestResult:
     All-zero differences mean no evidence of any difference: statistic 0 and p-value 1
     (scipy versions disagree there, some raise).
     """
+    from scipy import stats
+
     diffs = paired_differences(a, b)
     n = int(diffs.size)
     if n < 2:
@@ -94,6 +105,8 @@ def nadeau_bengio_ttest(diffs: Sequence[float], n_train: float, n_test: float) -
     correlated and the plain variance estimate ``var/k`` is too small. The correction inflates it
     to ``(1/k + n_test/n_train) * var``; t has k-1 degrees of freedom.
     """
+    from scipy import stats
+
     d = np.asarray(diffs, dtype=float).ravel()
     d = d[np.isfinite(d)]
     k = int(d.size)
@@ -113,3 +126,49 @@ def nadeau_bengio_ttest(diffs: Sequence[float], n_train: float, n_test: float) -
         t = mean / math.sqrt(scale)
     p = math.nan if math.isnan(t) else float(2.0 * stats.t.sf(abs(t), df=k - 1))
     return TestResult("Nadeau-Bengio corrected t-test", float(t), p, k, mean)
+
+
+def holm_adjust(pvalues: Sequence[float]) -> np.ndarray:
+    """Holm-Bonferroni step-down adjusted p-values, in the input order.
+
+    Controls the family-wise error over all the comparisons of a report (every fraction and arm)
+    without assuming independence; uniformly more powerful than Bonferroni. A NaN p-value (test
+    not run) stays NaN and is not counted in the family size. scipy has no Holm
+    (``scipy.stats.false_discovery_control`` is Benjamini-Hochberg/Yekutieli), hence these lines.
+    """
+    p = np.asarray(pvalues, dtype=float).ravel()
+    out = np.full(p.shape, math.nan)
+    finite = np.flatnonzero(np.isfinite(p))
+    m = finite.size
+    if m == 0:
+        return out
+    order = finite[np.argsort(p[finite], kind="stable")]
+    scaled = np.minimum(1.0, (m - np.arange(m)) * p[order])
+    out[order] = np.maximum.accumulate(scaled)  # step-down: adjusted p never decreases
+    return out
+
+
+def significance_stars(p: float | None) -> str:
+    """Conventional star code for a p-value; '' when the test could not be run."""
+    if p is None or not math.isfinite(p):
+        return ""
+    if p < 0.001:
+        return "***"
+    if p < 0.01:
+        return "**"
+    if p < 0.05:
+        return "*"
+    return "ns"
+
+
+def signed_stars(p: float | None, mean_diff: float) -> str:
+    """Stars with the direction: '+*' the arm is significantly better, '−*' worse, 'ns', ''.
+
+    A bare star would hide that an arm was significantly *worse* than the baseline.
+    """
+    stars = significance_stars(p)
+    if stars in ("", "ns"):
+        return stars
+    if not math.isfinite(mean_diff) or mean_diff == 0.0:
+        return stars
+    return ("+" if mean_diff > 0 else MINUS) + stars

@@ -9,9 +9,12 @@ import pytest
 from scipy import stats
 
 from locseg.experiments.stats import (
+    MINUS,
+    holm_adjust,
     nadeau_bengio_ttest,
     paired_differences,
     paired_ttest,
+    signed_stars,
     wilcoxon_paired,
 )
 
@@ -84,3 +87,31 @@ def test_nadeau_bengio_handles_one_fold_and_rejects_bad_sizes():
     assert math.isnan(nadeau_bengio_ttest([0.1], n_train=80, n_test=20).pvalue)
     with pytest.raises(ValueError, match="n_train=0"):
         nadeau_bengio_ttest([0.1, 0.2], n_train=0, n_test=20)
+
+
+def test_holm_adjust_on_known_pvalues():
+    # sorted 0.005, 0.01, 0.03, 0.04 -> x4, x3, x2, x1 = 0.02, 0.03, 0.06, 0.04 -> running max
+    adjusted = holm_adjust([0.01, 0.04, 0.03, 0.005])
+    np.testing.assert_allclose(adjusted, [0.03, 0.06, 0.06, 0.02])
+
+
+def test_holm_keeps_nan_out_of_the_family_and_caps_at_one():
+    adjusted = holm_adjust([0.01, math.nan, 0.04])
+    assert adjusted[0] == pytest.approx(0.02) and adjusted[2] == pytest.approx(0.04)
+    assert math.isnan(adjusted[1])
+    np.testing.assert_allclose(holm_adjust([0.6, 0.7]), [1.0, 1.0])
+    assert holm_adjust([]).size == 0
+
+
+@pytest.mark.parametrize(
+    ("p", "diff", "mark"),
+    [
+        (0.0004, 0.1, "+***"),
+        (0.004, -0.1, f"{MINUS}**"),
+        (0.04, -0.1, f"{MINUS}*"),
+        (0.2, -0.1, "ns"),
+        (math.nan, 0.1, ""),
+    ],
+)
+def test_signed_stars_show_the_direction(p, diff, mark):
+    assert signed_stars(p, diff) == mark
