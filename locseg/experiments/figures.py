@@ -8,15 +8,22 @@ from __future__ import annotations
 
 import math
 import os
+import textwrap
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
 from matplotlib.figure import Figure
 
+from locseg.experiments.stats import MINUS, signed_stars, significance_stars
 from locseg.io import atomic_path
 
-__all__ = ["ARM_STYLE", "plot_dice_vs_fraction", "significance_stars"]
+__all__ = [
+    "ARM_STYLE",
+    "dice_vs_fraction_figure",
+    "plot_dice_vs_fraction",
+    "significance_stars",
+]
 
 # Fixed colours so the same arm looks the same in every report (colour-blind-safe Okabe-Ito).
 ARM_STYLE: dict[str, dict[str, str]] = {
@@ -32,19 +39,8 @@ _EXTRA_COLORS = ["#009E73", "#CC79A7", "#E69F00", "#56B4E9", "#F0E442"]
 
 # (fraction, mean Dice, std Dice) per point of a curve
 Curve = Sequence[tuple[float, float, float]]
-
-
-def significance_stars(p: float) -> str:
-    """Conventional star code for a p-value; '' when the test could not be run."""
-    if p is None or not math.isfinite(p):
-        return ""
-    if p < 0.001:
-        return "***"
-    if p < 0.01:
-        return "**"
-    if p < 0.05:
-        return "*"
-    return "ns"
+# arm -> {fraction: (p-value the marks use, mean difference arm - baseline)}
+Marks = Mapping[str, Mapping[float, tuple[float, float]]]
 
 
 def _style(arm: str, index: int) -> dict[str, str]:
@@ -58,27 +54,32 @@ def _percent_label(fraction: float) -> str:
     return f"{pct:.0f}%" if abs(pct - round(pct)) < 1e-6 else f"{pct:.3g}%"
 
 
-def plot_dice_vs_fraction(
+def dice_vs_fraction_figure(
     curves: Mapping[str, Curve],
-    pvalues: Mapping[str, Mapping[float, float]],
-    path: str | os.PathLike,
+    marks: Marks,
     baseline_arm: str = "scratch",
     title: str = "Optic-disc segmentation: test Dice vs fraction of labelled images",
-) -> Path:
-    """Draw mean +/- std of test Dice per arm and star each fraction by its paired p-value.
+    ylabel: str = "Test Dice (mean ± std over folds)",
+    caption: str = "",
+) -> Figure:
+    """Mean +/- std of test Dice per arm, each fraction marked by its p-value and direction.
 
-    ``curves`` maps an arm to (fraction, mean, std) points; ``pvalues`` maps each non-baseline
-    arm to {fraction: p} from the fold-paired t-test against ``baseline_arm``. Written atomically.
+    ``curves`` maps an arm to (fraction, mean, std) points; ``marks`` maps each non-baseline arm
+    to {fraction: (p, mean difference against ``baseline_arm``)}. A significantly better arm gets
+    '+*' above the error bars, a significantly worse one '−*' below them, so a star never hides
+    the direction. ``caption`` (which test, which adjustment) is printed under the axes.
     """
     fig = Figure(figsize=(7.5, 5.0), dpi=150, layout="constrained")
     ax = fig.add_subplot()
     all_fracs = sorted({f for pts in curves.values() for f, _, _ in pts})
     if not all_fracs:
-        return _save_empty(fig, ax, title, path)
+        _draw_empty(ax, title)
+        return fig
     span = 100.0 * (max(all_fracs) - min(all_fracs)) if len(all_fracs) > 1 else 10.0
     dodge = 0.008 * span  # small sideways shift so error bars of different arms do not overlap
     arms = list(curves)
     tops: dict[float, float] = {}
+    bottoms: dict[float, float] = {}
     for i, arm in enumerate(arms):
         pts = sorted(curves[arm])
         if not pts:
@@ -99,58 +100,78 @@ def plot_dice_vs_fraction(
             capsize=3,
             label=style["label"] + (" (baseline)" if arm == baseline_arm else ""),
         )
-        for (f, _, _), top in zip(pts, mean + std, strict=True):
+        for (f, _, _), top, bottom in zip(pts, mean + std, mean - std, strict=True):
             if math.isfinite(top):
                 tops[f] = max(tops.get(f, -math.inf), top)
-    _mark_pvalues(ax, arms, pvalues, tops)
+                bottoms[f] = min(bottoms.get(f, math.inf), bottom)
+    n_up, n_down = _mark_significance(ax, arms, marks, tops, bottoms)
     ax.set_xticks([100.0 * f for f in all_fracs], [_percent_label(f) for f in all_fracs])
     ax.set_xlabel("Fraction of labelled training images")
-    ax.set_ylabel("Test Dice (mean ± std over folds)")
+    ax.set_ylabel(ylabel)
     ax.set_title(title, fontsize=11)
     ax.grid(True, alpha=0.3)
     ax.margins(x=0.04)
     ymin, ymax = ax.get_ylim()
-    ax.set_ylim(ymin, ymax + 0.06 * (ymax - ymin) * max(1, len(pvalues)))
-    ax.legend(loc="lower right", frameon=True, fontsize=9)
-    if pvalues:
-        fig.supxlabel(  # a figure-level label, so constrained layout makes room for it
-            f"Stars: paired t-test over folds against {baseline_arm}, coloured by arm "
-            "(* p<0.05, ** p<0.01, *** p<0.001, ns not significant).",
-            fontsize=7.5,
-            color="#444444",
-        )
+    pad = 0.06 * (ymax - ymin)
+    ax.set_ylim(ymin - pad * n_down, ymax + pad * max(1, n_up))
+    # outside the axes: marks sit above and below the curves, where a legend would hide them
+    fig.legend(loc="outside upper center", ncols=min(3, len(arms)), frameon=False, fontsize=9)
+    if caption:  # a figure-level label, so constrained layout makes room for it
+        fig.supxlabel(textwrap.fill(caption, 130), fontsize=7.5, color="#444444")
+    return fig
+
+
+def plot_dice_vs_fraction(
+    curves: Mapping[str, Curve],
+    marks: Marks,
+    path: str | os.PathLike,
+    baseline_arm: str = "scratch",
+    title: str = "Optic-disc segmentation: test Dice vs fraction of labelled images",
+    ylabel: str = "Test Dice (mean ± std over folds)",
+    caption: str = "",
+) -> Path:
+    """Draw ``dice_vs_fraction_figure`` and write it as PNG, atomically."""
+    fig = dice_vs_fraction_figure(curves, marks, baseline_arm, title, ylabel, caption)
     with atomic_path(path, suffix=".png") as tmp:
         fig.savefig(tmp, format="png")
     return Path(path)
 
 
-def _mark_pvalues(ax, arms: list[str], pvalues: Mapping[str, Mapping[float, float]], tops) -> None:
-    """Write the star code of each arm above the highest error bar at each fraction, stacked."""
-    marked = [a for a in arms if a in pvalues] + [a for a in pvalues if a not in arms]
+def _mark_significance(ax, arms: list[str], marks: Marks, tops, bottoms) -> tuple[int, int]:
+    """Write signed star codes, one row per arm, above the error bars or below when worse.
+
+    Returns how many rows went up and how many down, so the axes can make room for them.
+    """
+    marked = [a for a in arms if a in marks] + [a for a in marks if a not in arms]
+    up = down = 0
     for j, arm in enumerate(marked):
         color = _style(arm, arms.index(arm) if arm in arms else j)["color"]
-        for frac, p in pvalues[arm].items():
-            stars = significance_stars(p)
-            if not stars or frac not in tops:
+        went_up = went_down = False
+        for frac, (p, diff) in marks[arm].items():
+            text = signed_stars(p, diff)
+            if not text or frac not in tops:
                 continue
+            below = text.startswith(MINUS)
+            went_down |= below
+            went_up |= not below
             ax.annotate(
-                stars,
-                (100.0 * frac, tops[frac]),
-                xytext=(0, 4 + j * 11),
+                text,
+                (100.0 * frac, bottoms[frac] if below else tops[frac]),
+                xytext=(0, -(4 + j * 11) if below else 4 + j * 11),
                 textcoords="offset points",
                 ha="center",
-                va="bottom",
-                fontsize=9 if stars == "ns" else 11,
+                va="top" if below else "bottom",
+                fontsize=9 if text == "ns" else 11,
                 fontweight="bold",
                 color=color,
             )
+        up += went_up
+        down += went_down
+    return up, down
 
 
-def _save_empty(fig: Figure, ax, title: str, path: str | os.PathLike) -> Path:
-    """A placeholder figure, so the report links to something even before any job finished."""
+def _draw_empty(ax, title: str) -> None:
+    """A placeholder, so the report links to something even before any job finished."""
     ax.text(0.5, 0.5, "No finished segmentation job yet", ha="center", va="center", fontsize=12)
     ax.set_axis_off()
     ax.set_title(title, fontsize=11)
-    with atomic_path(path, suffix=".png") as tmp:
-        fig.savefig(tmp, format="png")
-    return Path(path)

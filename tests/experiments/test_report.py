@@ -12,10 +12,14 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from fake_sweep import job_record as _job
+from fake_sweep import md_table
+from fake_sweep import write_job as _write_job
 from scipy import stats
 
+from locseg.experiments.report import ReportError, collect, write_report
 from locseg.experiments.stats import nadeau_bengio_ttest
-from locseg.report import ReportError, collect, main, write_report
+from locseg.report import main
 
 FRACTIONS = (0.25, 1.0)
 FOLDS = (0, 1)
@@ -33,29 +37,6 @@ DICE = {
     (1.0, "localizer-frozen", 1): 0.92,
 }
 PER_IMAGE_OFFSETS = (-0.02, 0.0, 0.01, 0.01)  # per-image Dice = fold Dice + offset (+ arm jitter)
-
-
-def _job(name: str, phase: str, fold: int, fraction: float, arm: str, run_dir: Path) -> dict:
-    init = {"scratch": "scratch", "localize": None}.get(arm, "localizer")
-    freeze = None if phase == "localize" else arm == "localizer-frozen"
-    return {
-        "job": name,
-        "phase": phase,
-        "fold": fold,
-        "fraction": fraction,
-        "init": init,
-        "freeze_encoder": freeze,
-        "arm": arm,
-        "config_hash": f"hash-{name}",
-        "run_dir": str(run_dir),
-    }
-
-
-def _write_job(run_dir: Path, job: dict, metrics: dict | None) -> None:
-    run_dir.mkdir(parents=True)
-    (run_dir / "job.json").write_text(json.dumps(job))
-    if metrics is not None:
-        (run_dir / "metrics.json").write_text(json.dumps({**job, **metrics}))
 
 
 def per_image(fraction: float, arm: str, fold: int) -> dict[str, float]:
@@ -95,19 +76,6 @@ def add_failed_and_incomplete(root: Path) -> None:
     _write_job(failed_dir, job, {"status": "failed", "error": "ValueError: boom\n  traceback"})
     killed_dir = root / "segment" / "killed"
     _write_job(killed_dir, _job("seg-killed", "segment", 1, 0.5, "scratch", killed_dir), None)
-
-
-def md_table(text: str, heading: str) -> list[dict[str, str]]:
-    """Rows of the first markdown table after ``heading``, as dicts keyed by the header."""
-    lines = text.split(heading, 1)[1].splitlines()
-    start = next(i for i, line in enumerate(lines) if line.startswith("|"))
-    rows = []
-    for line in lines[start:]:
-        if not line.startswith("|"):
-            break
-        rows.append([cell.strip() for cell in line.strip("|").split("|")])
-    header, body = rows[0], rows[2:]
-    return [dict(zip(header, row, strict=True)) for row in body]
 
 
 @pytest.fixture(scope="module")
@@ -270,3 +238,35 @@ def test_wandb_offline_run_gets_the_table_and_the_figure(tmp_path, monkeypatch):
     assert len(list(media.glob("offline-run-*/files/media/images/dice_vs_fraction_*.png"))) == 1
     table = json.loads(next(media.glob("offline-run-*/files/media/table/*.json")).read_text())
     assert len(table["data"]) == 9
+
+
+def test_dice_table_shows_the_label_budget_per_fraction(report):
+    _, _, text = report
+    rows = {r["labels"]: r for r in md_table(text, "## Segmentation")}
+    assert (rows["25%"]["n_train"], rows["25%"]["n_val"]) == ("6", "4")
+    assert (rows["100%"]["n_train"], rows["100%"]["n_val"]) == ("24", "4")
+
+
+def test_metrics_of_an_older_config_are_stale_not_counted(tmp_path):
+    """A re-run with a changed config rewrote job.json (hash B) and died: metrics.json (hash A)."""
+    sweep = make_sweep(tmp_path)
+    job_dir = sweep / "segment" / "0"  # first sorted key: (0.25, localizer-frozen, 0)
+    job = json.loads((job_dir / "job.json").read_text())
+    old_hash = job["config_hash"]
+    (job_dir / "job.json").write_text(json.dumps({**job, "config_hash": "bbbbbbbbbbbb"}))
+    rec = next(r for r in collect(sweep) if r["dir"] == "segment/0")
+    assert rec["status"] == "stale"
+    assert "test" not in rec  # the old numbers are not carried on the record
+    text = write_report(sweep)["report_md"].read_text()
+    rows = {r["labels"]: r for r in md_table(text, "## Segmentation")}
+    assert rows["25%"]["localizer-frozen"] == "0.760 (n=1)"  # only fold 1 is counted
+    assert md_table(text, "### Over folds")[0]["folds"] == "1"
+    stale = text.split("## Stale jobs (1)", 1)[1].split("##", 1)[0]
+    assert (
+        f"`seg-localizer-frozen-0.25-0` (`segment/0`): job.json has config hash bbbbbbbbbbbb, "
+        f"metrics.json {old_hash}: a re-run started and did not finish; re-run the sweep."
+    ) in stale
+    assert "(8 ok, 0 failed, 0 incomplete, 1 stale)" in text
+    with (sweep / "results.csv").open() as fh:
+        row = next(r for r in csv.DictReader(fh) if r["dir"] == "segment/0")
+    assert (row["status"], row["test_dice"], row["config_hash"]) == ("stale", "", "bbbbbbbbbbbb")
