@@ -6,10 +6,10 @@ this file builds both, fits, tests the best checkpoint and writes ``metrics.json
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import math
 import time
-import warnings
 from pathlib import Path
 
 import hydra
@@ -25,29 +25,23 @@ from rich import print as rich_print
 from rich.syntax import Syntax
 from rich.tree import Tree
 
-import locseg  # noqa: F401  (sets the no-network environment defaults first)
+import locseg  # sets the no-network environment defaults first
 from locseg.experiments.sweep import (
     ENCODER_FILE,
     arm_name,
     config_hash,
     find_encoder,
     finished_result,
+    job_identity,
     write_job,
     write_metrics,
 )
+from locseg.inference import native_segmentation_metrics
 from locseg.io import write_text_atomic
-from locseg.models.encoder_io import load_encoder_checkpoint, save_encoder
+from locseg.models.encoder_io import EncoderCheckpointError, load_encoder_checkpoint, save_encoder
 
 log = logging.getLogger("locseg.train")
-# Expected and harmless here: a frozen encoder is in eval mode on purpose; tiny folds have fewer
-# batches than the logging interval; a deprecation inside Lightning itself.
-for message in (
-    r".*module\(s\) in eval mode at the start of training.*",
-    r".*is smaller than the logging interval.*",
-    r".*isinstance\(treespec, LeafSpec\).*",
-    r".*does not have many workers.*",
-):
-    warnings.filterwarnings("ignore", message=message)
+locseg.quiet_known_noise()
 OmegaConf.register_new_resolver("locseg_arm", arm_name, replace=True)
 
 
@@ -87,23 +81,33 @@ def job_record(cfg: DictConfig, run_dir: Path, digest: str) -> dict:
     }
 
 
-def resolve_encoder(cfg: DictConfig) -> Path:
-    """The encoder checkpoint of a localizer-initialised segment job, checked for leakage."""
+def resolve_encoder(cfg: DictConfig, datamodule) -> Path:
+    """The encoder checkpoint of a localizer-initialised segment job, checked for leakage.
+
+    A localizer records the hash of the images it promised never to train on: the fold's test
+    images (per-fold localizer) or every masked image (one shared localizer). The job recomputes
+    the hash from its own folds, so an encoder of another fold, dataset or split is refused.
+    """
     path = Path(cfg.model.encoder_ckpt or find_encoder(cfg.sweep_dir, cfg.data.fold))
     extra = load_encoder_checkpoint(path).get("extra") or {}
-    if extra.get("per_fold") and extra.get("fold") != cfg.data.fold:
-        raise ValueError(
-            f"{path}: this localizer was trained for fold {extra.get('fold')} and saw the test "
-            f"images of fold {cfg.data.fold}. Use the encoder of fold {cfg.data.fold} "
-            f"(localize with data.fold={cfg.data.fold})."
+    per_fold = bool(extra.get("per_fold"))
+    expected = datamodule.fold_test_hash() if per_fold else datamodule.masked_hash()
+    if extra.get("excluded_hash") != expected:
+        scope = f"fold {extra.get('fold')}'s test images" if per_fold else "every masked image"
+        raise EncoderCheckpointError(
+            f"{path}: this localizer was trained for {extra.get('dataset')!r} excluding {scope} "
+            f"(hash {extra.get('excluded_hash')}), which is not what data.fold="
+            f"{cfg.data.fold} of {cfg.data.name!r} needs ({expected}): it may have seen this "
+            f"fold's test images. Train the localizer on these folds (data.fold="
+            f"{cfg.data.fold}, same data.num_folds / data.split_seed) and use its encoder."
         )
     return path
 
 
-def build_model(cfg: DictConfig, datamodule) -> pl.LightningModule:
+def build_model(cfg: DictConfig, datamodule, encoder: Path | None) -> pl.LightningModule:
     overrides = {"preprocess": datamodule.signature()}
-    if cfg.phase == "segment" and cfg.model.init == "localizer":
-        overrides["encoder_ckpt"] = str(resolve_encoder(cfg))
+    if encoder is not None:
+        overrides["encoder_ckpt"] = str(encoder)
     try:
         model = instantiate(cfg.model, **overrides)
     except InstantiationException as error:  # show the model's own message, not Hydra's wrapper
@@ -118,15 +122,21 @@ def stage_metrics(results: list[dict], stage: str) -> dict[str, float]:
     return {k.split("/", 1)[1]: float(v) for k, v in values.items() if k.startswith(f"{stage}/")}
 
 
-def train(cfg: DictConfig, run_dir: Path) -> dict:
-    """Fit, evaluate the best checkpoint on val and test, hand the encoder on."""
-    pl.seed_everything(cfg.seed, workers=True)
+def prepare(cfg: DictConfig) -> tuple[pl.LightningDataModule, Path | None]:
+    """The job's data (cache built, folds fixed) and, for a localizer arm, its checked encoder."""
     if cfg.get("threads"):
         torch.set_num_threads(int(cfg.threads))
     datamodule = instantiate(cfg.data)
     datamodule.prepare_data()
     datamodule.setup("fit")
-    model = build_model(cfg, datamodule)
+    uses_encoder = cfg.phase == "segment" and cfg.model.init == "localizer"
+    return datamodule, resolve_encoder(cfg, datamodule) if uses_encoder else None
+
+
+def train(cfg: DictConfig, run_dir: Path, datamodule, encoder: Path | None) -> dict:
+    """Fit, evaluate the best checkpoint on val and test, hand the encoder on."""
+    pl.seed_everything(cfg.seed, workers=True)
+    model = build_model(cfg, datamodule, encoder)
     loggers = instantiate_all(cfg.get("logger"))
     trainer = instantiate(
         cfg.trainer, callbacks=instantiate_all(cfg.get("callbacks")), logger=loggers or False
@@ -152,6 +162,7 @@ def train(cfg: DictConfig, run_dir: Path) -> dict:
             "per_fold": datamodule.per_fold,
             "fold": int(cfg.data.fold),
             "dataset": cfg.data.name,
+            "excluded_hash": datamodule.excluded_hash,
         }
         result["encoder"] = str(
             save_encoder(
@@ -167,7 +178,25 @@ def train(cfg: DictConfig, run_dir: Path) -> dict:
         result["per_image_test_dice"] = {
             datamodule.id_of(i): d for i, d in sorted(per_image.items())
         }
+        if trainer.is_global_zero:
+            add_native_metrics(result, model, datamodule)
     return result
+
+
+def add_native_metrics(result: dict, model: pl.LightningModule, datamodule) -> None:
+    """Score the best checkpoint on each test photograph's own pixels (the headline Dice)."""
+    native = native_segmentation_metrics(
+        model,
+        datamodule.data,
+        datamodule.dataset,
+        datamodule.selection["test"],
+        batch_size=datamodule.batch_size,
+        mask_threshold=datamodule.mask_threshold,
+    )
+    for key in ("dice_native", "iou_native", "hd95_native_px"):
+        result["test"][key] = native[key]
+    result["per_image_test_dice_native"] = {i: s["dice"] for i, s in native["per_image"].items()}
+    result["per_image_test_native"] = native["per_image"]
 
 
 def in_multirun() -> bool:
@@ -175,26 +204,30 @@ def in_multirun() -> bool:
 
 
 def run_job(cfg: DictConfig) -> dict | None:
-    """One job with its bookkeeping: skip if done, record start, write metrics, always close W&B."""
+    """One job with its bookkeeping: skip if done, record start, write metrics, always close W&B.
+
+    A job's identity is its config plus what the config does not show: the folds, the cached
+    pixels and the encoder's bytes, so retraining the localizer or changing the data reruns it.
+    """
     run_dir = Path(cfg.paths.output_dir)
-    digest = config_hash(cfg)
+    start = time.perf_counter()
+    try:
+        datamodule, encoder = prepare(cfg)
+    except Exception as error:
+        return job_failed(cfg, run_dir, job_record(cfg, run_dir, config_hash(cfg)), error, start)
+    identity = {**datamodule.identity(), "encoder": file_sha256(encoder) if encoder else None}
+    digest = job_identity(config_hash(cfg), identity)
     done = finished_result(run_dir, digest) if cfg.skip_done else None
     if done is not None:
         log.info("skipping %s: %s already holds its result", cfg.run_name, run_dir)
         return done
     print_config_tree(cfg, run_dir / "config_resolved.yaml")
-    job = job_record(cfg, run_dir, digest)
+    job = {**job_record(cfg, run_dir, digest), "identity": identity}
     write_job(run_dir, job)
-    start = time.perf_counter()
     try:
-        metrics = {**job, "status": "ok", "error": None, **train(cfg, run_dir)}
+        metrics = {**job, "status": "ok", "error": None, **train(cfg, run_dir, datamodule, encoder)}
     except Exception as error:
-        failed = {**job, "status": "failed", "error": f"{type(error).__name__}: {error}"}
-        write_metrics(run_dir, {**failed, "wall_time_s": time.perf_counter() - start})
-        if not in_multirun():
-            raise
-        log.exception("job %s failed; the sweep goes on", cfg.run_name)
-        return None
+        return job_failed(cfg, run_dir, job, error, start)
     finally:
         close_wandb()
     metrics["wall_time_s"] = time.perf_counter() - start
@@ -202,6 +235,20 @@ def run_job(cfg: DictConfig) -> dict | None:
         write_metrics(run_dir, metrics)
     log.info("%s: test %s -> %s", cfg.run_name, _headline(metrics), run_dir / "metrics.json")
     return metrics
+
+
+def job_failed(cfg: DictConfig, run_dir: Path, job: dict, error: Exception, start: float) -> None:
+    """Record the failure; re-raise it in a single run, let a sweep go on."""
+    failed = {**job, "status": "failed", "error": f"{type(error).__name__}: {error}"}
+    write_metrics(run_dir, {**failed, "wall_time_s": time.perf_counter() - start})
+    if not in_multirun():
+        raise error
+    log.exception("job %s failed; the sweep goes on", cfg.run_name, exc_info=error)
+    return None
+
+
+def file_sha256(path: Path) -> str:
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
 
 
 def _headline(metrics: dict) -> str:
@@ -223,10 +270,17 @@ def close_wandb() -> None:
         wandb.finish()
 
 
+def objective(cfg: DictConfig, metrics: dict | None) -> float | None:
+    """The value a sweeper optimises: the monitored *validation* metric, never a test one."""
+    if metrics is None:
+        return None
+    name = str(cfg.monitor.metric).split("/", 1)[1]
+    return metrics.get("val", {}).get(name)
+
+
 @hydra.main(version_base="1.3", config_path="pkg://locseg.conf", config_name="train")
 def main(cfg: DictConfig) -> float | None:
-    metrics = run_job(cfg)
-    return None if metrics is None else metrics.get("test", {}).get("dice")
+    return objective(cfg, run_job(cfg))
 
 
 if __name__ == "__main__":

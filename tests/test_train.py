@@ -54,7 +54,8 @@ def compose_job(phase: str, run_dir: Path, root: Path, *overrides: str):
 def run(phase, run_dir, root, *overrides) -> dict:
     metrics = run_job(compose_job(phase, run_dir, root, *overrides))
     stored = json.loads((run_dir / "metrics.json").read_text())
-    assert stored["status"] == "ok" and stored["test"] == metrics["test"]
+    assert stored["status"] == "ok"
+    assert json.dumps(stored["test"], sort_keys=True) == json.dumps(metrics["test"], sort_keys=True)
     return stored
 
 
@@ -162,3 +163,63 @@ def test_wandb_offline_run_holds_the_metrics(tmp_path, data_root):
     (run_file,) = (tmp_path / "S" / "wandb").glob("offline-run-*/run-*.wandb")
     assert logged_value(run_file, "test/loss") == pytest.approx(seg["test"]["loss"])
     assert (tmp_path / "S" / "csv" / "metrics.csv").is_file()
+
+
+def test_segment_metrics_hold_native_resolution_scores(tmp_path, data_root):
+    seg = run("segment", tmp_path / "S", data_root, "steps.segment=4")
+    test = seg["test"]
+    assert {"dice_native", "iou_native", "hd95_native_px"} <= set(test)
+    native = seg["per_image_test_dice_native"]
+    assert set(native) == set(seg["per_image_test_dice"])
+    assert test["dice_native"] == pytest.approx(sum(native.values()) / len(native))
+
+
+def test_rerun_overwrites_best_checkpoint(tmp_path, data_root):
+    """A re-run in the same folder used to save best-v1.ckpt beside the best.ckpt predict reads."""
+    run("segment", tmp_path / "S", data_root, "steps.segment=2")
+    run("segment", tmp_path / "S", data_root, "steps.segment=2", "skip_done=false")
+    names = sorted(p.name for p in (tmp_path / "S" / "checkpoints").iterdir())
+    assert names == ["best.ckpt", "last.ckpt"]
+
+
+def test_retrained_localizer_makes_segment_jobs_rerun(tmp_path, data_root, monkeypatch):
+    """The encoder's bytes are part of the job identity (encoder_ckpt is null in sweeps)."""
+    encoder = f"model.encoder_ckpt={tmp_path / 'L' / 'encoder.pt'}"
+    run("localize", tmp_path / "L", data_root, "steps.localize=2")
+    first = run(
+        "segment", tmp_path / "S", data_root, "steps.segment=2", "model.init=localizer", encoder
+    )
+    run("localize", tmp_path / "L", data_root, "steps.localize=3", "seed=7")
+    again = run(
+        "segment", tmp_path / "S", data_root, "steps.segment=2", "model.init=localizer", encoder
+    )
+    assert again["config_hash"] != first["config_hash"]
+    assert again["identity"]["encoder"] != first["identity"]["encoder"]
+    assert again["identity"]["splits"] == first["identity"]["splits"]
+
+
+def test_encoder_of_another_fold_is_refused(tmp_path):
+    """Without a centre-only pool each fold has its own localizer; another fold's saw our tests."""
+    root = make_dataset(tmp_path / "masked_only", n_masked=12)
+    run("localize", tmp_path / "L", root, "+trainer.fast_dev_run=true", "data.fold=0")
+    cfg = compose_job(
+        "segment",
+        tmp_path / "S",
+        root,
+        "data.fold=1",
+        "model.init=localizer",
+        f"model.encoder_ckpt={tmp_path / 'L' / 'encoder.pt'}",
+    )
+    with pytest.raises(ValueError, match="may have seen this fold's test images"):
+        run_job(cfg)
+
+
+def test_sweeper_objective_is_the_validation_metric(tmp_path, data_root):
+    from locseg.train import objective
+
+    cfg = compose_job("segment", tmp_path / "S", data_root, "steps.segment=4")
+    metrics = run_job(cfg)
+    assert objective(cfg, metrics) == metrics["val"]["dice"]
+    loc_cfg = compose_job("localize", tmp_path / "L", data_root, "steps.localize=2")
+    loc = run_job(loc_cfg)
+    assert objective(loc_cfg, loc) == loc["val"]["dist_px"]

@@ -46,6 +46,12 @@ def config_hash(cfg: DictConfig) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:12]
 
 
+def job_identity(config_digest: str, identity: dict) -> str:
+    """The config hash combined with what the config does not show (folds, cache, encoder)."""
+    text = json.dumps({"config": config_digest, **identity}, sort_keys=True, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:12]
+
+
 def finished_result(run_dir: Path, expected_hash: str) -> dict | None:
     """The stored metrics if this run dir already holds a successful job with the same hash."""
     path = Path(run_dir) / METRICS_FILE
