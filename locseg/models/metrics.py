@@ -40,14 +40,16 @@ def lr_factor(step: int, total_steps: int, scheduler: str, warmup_steps: int) ->
 class DivergenceGuard:
     """Stops a training whose loss is not finite or has exploded, before it hands on bad weights.
 
-    Rule: the reference is the median of the first ``window`` finite training losses (the median,
-    so one odd batch does not move it; the first ones, so a model that later trains its loss
-    close to 0 does not make ordinary noise look like an explosion). Once ``min_losses`` losses
-    are in, a loss above ``factor`` x the reference counts as an explosion. A NaN or infinite loss
-    fails at once. ``factor`` <= 0 keeps only the finiteness check.
+    Rule: the reference is the median of the first ``window`` (20) healthy training losses (the
+    median, so one odd batch does not move it; the first ones, so a model that later trains its
+    loss close to 0 does not make ordinary noise look like an explosion). From the second step on
+    (``min_losses`` = 1), a loss above ``factor`` x the reference is an explosion: a too-high lr
+    typically multiplies the loss by 1e6 or more within one or two steps, before any later
+    reference could be formed. A NaN or infinite loss fails at once. ``factor`` <= 0 keeps only
+    the finiteness check.
     """
 
-    def __init__(self, factor: float = 1e3, window: int = 20, min_losses: int = 5):
+    def __init__(self, factor: float = 1e3, window: int = 20, min_losses: int = 1):
         self.factor = float(factor)
         self.window = int(window)
         self.min_losses = int(min_losses)
@@ -68,9 +70,10 @@ class DivergenceGuard:
             return f"the training loss is {loss}"
         reference = self.reference
         if self.factor > 0 and reference is not None and loss > self.factor * reference:
+            of = f"the median of the first {len(self.first)} losses" if len(self.first) > 1 else ""
             return (
-                f"the training loss {loss:.4g} exceeds {self.factor:g} x {reference:.4g}, the "
-                f"median of the first {len(self.first)} losses"
+                f"the training loss {loss:.4g} exceeds {self.factor:g} x {reference:.4g}, "
+                f"{of or 'the first loss'}"
             )
         if len(self.first) < self.window:
             self.first.append(loss)
@@ -121,8 +124,8 @@ class TrainLossModule(pl.LightningModule):
             else "lengthen the warm-up (model.warmup_steps)"
         )
         raise RuntimeError(
-            f"training diverged at step {self.global_step}: {problem}. No encoder or checkpoint "
-            f"of this step is trustworthy. Lower {self.lr_key}{now}, e.g. by 10x, or {schedule}."
+            f"training diverged at step {self.global_step}: {problem}. Stopped so that no "
+            f"diverged weights are handed on. Lower {self.lr_key}{now}, e.g. by 10x, or {schedule}."
         )
 
     def on_train_start(self) -> None:

@@ -66,3 +66,27 @@ def test_hard_dice_and_iou_values():
     empty = torch.zeros(2, 1, 4, 4)
     torch.testing.assert_close(binary_dice(empty, empty), torch.ones(2))
     torch.testing.assert_close(binary_iou(empty, empty), torch.ones(2))
+
+
+def test_gaussian_heatmap_is_a_distribution_centred_on_the_point():
+    from locseg.models.losses import gaussian_heatmap
+    from locseg.models.unet import soft_argmax
+
+    center = torch.tensor([[0.5, 0.5], [0.3125, 0.6875]])  # cell centres of an 8x8 map
+    heatmap = gaussian_heatmap(center, 8, 8, sigma=0.7)
+    assert heatmap.shape == (2, 8, 8)
+    torch.testing.assert_close(heatmap.sum(dim=(1, 2)), torch.ones(2))
+    assert heatmap[1].argmax().item() == 5 * 8 + 2  # row y=5, column x=2
+    torch.testing.assert_close(soft_argmax(heatmap), center, atol=2e-3, rtol=0)
+
+
+def test_js_divergence_is_zero_for_equal_maps_and_at_most_log_two():
+    from locseg.models.losses import js_divergence
+
+    p = torch.softmax(torch.randn(3, 16, generator=torch.Generator().manual_seed(0)), dim=1)
+    assert js_divergence(p, p).item() < 1e-6
+    disjoint_a = torch.zeros(1, 4)
+    disjoint_a[0, 0] = 1.0
+    disjoint_b = torch.zeros(1, 4)
+    disjoint_b[0, 3] = 1.0
+    assert math.isclose(js_divergence(disjoint_a, disjoint_b).item(), math.log(2), rel_tol=1e-5)

@@ -173,3 +173,25 @@ def test_transfer_needs_a_compatible_checkpoint(tmp_path, encoder_ckpt):
         SegmenterModule(**ARCH, init="localizer", encoder_ckpt=str(path), input_size=SIZE)
     with pytest.raises(ValueError, match="model.init"):
         SegmenterModule(**ARCH, init="imagenet", input_size=SIZE)
+
+
+def test_test_dice_counts_a_repeated_image_once():
+    """DistributedSampler pads a rank with repeats; test/dice and test/iou must ignore them."""
+    torch.manual_seed(0)
+    module = SegmenterModule(**ARCH, lr=1e-2, input_size=SIZE)
+    samples = disc_samples(6)
+    _trainer(epochs=3).fit(module, DataLoader(samples, batch_size=6))  # Dice varies by image
+    unique = _trainer(1).test(module, DataLoader(samples, batch_size=4), verbose=False)[0]
+    dice, iou = dict(module.test_per_image_dice), dict(module.test_per_image_iou)
+    assert sorted(dice) == sorted(iou) == list(range(100, 106))
+
+    odd = max(dice, key=lambda i: abs(dice[i] - np.mean(list(dice.values()))))
+    padded = samples + [samples[odd - 100]] * 3  # the image furthest from the mean, 3 more times
+    naive = np.mean([dice[int(s["index"])] for s in padded])
+    assert abs(naive - np.mean(list(dice.values()))) > 0.01  # the repeats would show
+    repeated = _trainer(1).test(module, DataLoader(padded, batch_size=4), verbose=False)[0]
+
+    assert repeated["test/dice"] == pytest.approx(np.mean(list(dice.values())), abs=1e-6)
+    assert repeated["test/iou"] == pytest.approx(np.mean(list(iou.values())), abs=1e-6)
+    assert repeated["test/dice"] == pytest.approx(unique["test/dice"], abs=1e-6)
+    assert module.test_per_image_dice == pytest.approx(dice)
