@@ -9,12 +9,19 @@ from locseg.models.encoder_io import (
 from locseg.models.localizer import LocalizerModule
 from locseg.models.losses import binary_dice, binary_iou, neg_log_dice_loss, soft_dice
 from locseg.models.segmenter import SegmenterModule
-from locseg.models.unet import Decoder, Encoder, LocalizationHead, SegmentationHead
+from locseg.models.unet import (
+    Decoder,
+    Encoder,
+    HeatmapHead,
+    LocalizationHead,
+    SegmentationHead,
+)
 
 __all__ = [
     "Decoder",
     "Encoder",
     "EncoderCheckpointError",
+    "HeatmapHead",
     "LocalizationHead",
     "LocalizerModule",
     "SegmentationHead",
