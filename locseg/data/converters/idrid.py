@@ -26,14 +26,14 @@ Overlap between the parts. The two parts number their images differently and no 
 table maps one onto the other (IDRiD_01 is not IDRiD_001). The challenge describes the 516
 images as the whole dataset, so Part A's 81 may be among them; left as two images, such a
 photograph could land in two folds. So by default (``--match content``) every Part A image is
-compared with the Part C images of the same size: identical bytes, or 32x32 z-scored grey
-thumbnails closer than ``--match-tolerance`` (mean absolute difference, in standard
-deviations; default 0.02: on the DRIONS photographs a copy re-encoded at another JPEG quality
-lies within 0.002 and the two closest different photographs 0.07 apart). A match becomes ONE
-canonical image: Part A's id, file and mask, Part C's centre, and that centre is checked against
-the mask (disagreements). An unmatched Part A image gets
-its mask centroid as centre; ``--match none`` keeps the parts apart. The matches found are
-listed in prepare_summary.json.
+compared with every Part C image by the data layer's content fingerprint
+(:mod:`locseg.data.fingerprints`, the one pools and ``check_data`` use): identical bytes, or a
+score up to ``--match-tolerance`` (default ``DEFAULT_THRESHOLD``, 0.15; re-encoded, resized or
+re-exposed copies score below 0.04, different photographs above 0.3). Pairs are taken one to one,
+closest first. A match becomes ONE canonical image: Part A's id, file and mask, Part C's centre,
+and that centre is checked against the mask (disagreements). An unmatched Part A image gets its
+mask centroid as centre; ``--match none`` keeps the parts apart. The matches found are listed in
+prepare_summary.json.
 
 Variations handled: CSV with a BOM, a header row (the X and Y columns are found by name,
 default columns 2 and 3), padding columns and blank rows; OD masks 0/1, 0/255 or coloured
@@ -46,14 +46,9 @@ from __future__ import annotations
 
 import argparse
 import csv
-import hashlib
 import re
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from pathlib import Path
-
-import cv2
-import numpy as np
-from rich.progress import track
 
 from locseg.data.converters.common import (
     Item,
@@ -63,11 +58,11 @@ from locseg.data.converters.common import (
     child_dir,
     convert,
     find_dirs,
-    image_size,
     list_images,
     read_gray,
 )
 from locseg.data.dataset import DatasetError
+from locseg.data.fingerprints import DEFAULT_THRESHOLD, find_duplicates, match_one_to_one
 
 HELP = "IDRiD (Part C disc centres for 516 images, Part A disc masks for 81)"
 PART_A = r"a[\s._-]*segmentation"
@@ -77,7 +72,6 @@ GROUNDTRUTHS = r".*ground\s*truths?.*"
 OPTIC_DISC = r".*optic\s*dis[ck].*"
 SPLITS = {"train": r".*training.*", "test": r".*testing.*"}
 IDRID_ID = r"idrid_\d+"
-THUMB = 32
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -95,10 +89,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--match-tolerance",
         type=float,
-        default=0.02,
+        default=DEFAULT_THRESHOLD,
         metavar="T",
-        help="thumbnail difference (in standard deviations) up to which two photos are one "
-        "(default 0.02)",
+        help="content-fingerprint score up to which two photos are one "
+        f"(0 = identical; default {DEFAULT_THRESHOLD})",
     )
 
 
@@ -247,52 +241,14 @@ def _header_columns(cells: list[str], x_col: int, y_col: int) -> tuple[int, int]
 # --------------------------------------------------------------------------- A <-> C overlap
 
 
-@dataclass
-class Fingerprint:
-    size: tuple[int, int]
-    digest: str
-    vector: np.ndarray
-
-
-def fingerprint(path: Path) -> Fingerprint:
-    """Size, byte hash and a z-scored 32x32 grey thumbnail (decoded at 1/8 scale when large)."""
-    data = path.read_bytes()
-    buffer = np.frombuffer(data, dtype=np.uint8)
-    gray = cv2.imdecode(buffer, cv2.IMREAD_REDUCED_GRAYSCALE_8)
-    if gray is None or min(gray.shape) < THUMB:
-        gray = cv2.imdecode(buffer, cv2.IMREAD_GRAYSCALE)
-    if gray is None:
-        raise DatasetError(f"{path}: cannot decode this image. Re-download it.")
-    thumb = cv2.resize(gray, (THUMB, THUMB), interpolation=cv2.INTER_AREA).astype(np.float32)
-    vector = ((thumb - thumb.mean()) / (thumb.std() + 1e-6)).ravel()
-    return Fingerprint(image_size(path), hashlib.sha1(data).hexdigest(), vector)
-
-
-def _track(items: list[Item], description: str):
-    return track(items, description=description, transient=True)
-
-
 def match_parts(a_items: list[Item], c_items: list[Item], tolerance: float) -> dict[str, Item]:
     """Part A id -> the Part C item showing the same photograph (one-to-one, closest first)."""
     if not a_items or not c_items:
         return {}
-    a_prints = [fingerprint(i.image_path) for i in _track(a_items, "idrid: reading Part A")]
-    c_prints = [fingerprint(i.image_path) for i in _track(c_items, "idrid: reading Part C")]
-    vectors = np.stack([p.vector for p in c_prints])
-    candidates = []
-    for a_index, a in enumerate(a_prints):
-        distance = np.abs(vectors - a.vector).mean(axis=1)
-        for c_index, c in enumerate(c_prints):
-            if c.size == a.size and (c.digest == a.digest or distance[c_index] <= tolerance):
-                value = 0.0 if c.digest == a.digest else float(distance[c_index])
-                candidates.append((value, a_index, c_index))
-    matches, used_c = {}, set()
-    for _, a_index, c_index in sorted(candidates):
-        a_id = a_items[a_index].image_id
-        if a_id not in matches and c_index not in used_c:
-            matches[a_id] = c_items[c_index]
-            used_c.add(c_index)
-    return matches
+    c_by_path = {item.image_path: item for item in c_items}
+    a_by_path = {item.image_path: item for item in a_items}
+    pairs = find_duplicates(list(a_by_path), list(c_by_path), threshold=tolerance)
+    return {a_by_path[p.query].image_id: c_by_path[p.reference] for p in match_one_to_one(pairs)}
 
 
 def merge(a_items: list[Item], c_items: list[Item], matches: dict[str, Item]) -> list[Item]:
