@@ -1,0 +1,366 @@
+"""``python -m locseg.evaluate ckpt=RUN/checkpoints/best.ckpt data.root=DIR output=OUT``
+
+Score any localizer or segmenter checkpoint on any canonical dataset folder, with the metrics of
+training, and write ``OUT/metrics.json`` (means and what was evaluated) and ``OUT/per_image.csv``
+(one row per image), both atomically. Like lightning-hydra-template's ``eval.py`` and nnU-Net's
+evaluation: the model is loaded with the preprocessing stored in it, and the images are a fold's
+test set from the persisted splits (``data.fold=K``, default: the fold the checkpoint was trained
+for) or every labelled image (``data.split=all``).
+
+- segmenter: ``dice``/``iou`` at the network's input size (as training's test step) and
+  ``dice_native``, ``iou_native``, ``hd95_native_px`` on the photograph's own pixels against the
+  original mask files (:mod:`locseg.metrics_native` defines the empty-prediction case);
+- localizer: ``dist_px`` (native pixels), ``mse_px2``, ``dist_frac_width``, the mean-training-centre
+  baseline ``baseline_dist_px``, the image-centre baseline ``image_centre_dist_px`` and
+  ``within_radius`` (images with a mask only).
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import logging
+import math
+import sys
+import time
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+import hydra
+import numpy as np
+import torch
+from hydra.core.hydra_config import HydraConfig
+from omegaconf import DictConfig, OmegaConf
+
+import locseg  # noqa: F401  (sets the no-network environment defaults first)
+from locseg.data.dataset import DatasetError, FundusDataset, load_dataset
+from locseg.data.preprocess import PreprocessedSet, default_cache_dir, preprocess_dataset
+from locseg.data.splits import check_fold, dataset_splits, splits_path
+from locseg.inference import (
+    InferenceError,
+    Model,
+    batches,
+    check_options,
+    forward,
+    load_model,
+    module_device,
+    resolve_device,
+    rows_of,
+    segmentation_per_image,
+)
+from locseg.io import write_json_atomic, write_text_atomic
+from locseg.models.localizer import localization_errors
+
+log = logging.getLogger("locseg.evaluate")
+
+SPLITS = ("test", "all")
+# Split parameters when neither the command line nor the checkpoint's run gives one (train's).
+SPLIT_DEFAULTS = {"fold": 0, "num_folds": 5, "val_fraction": 0.2, "split_seed": 1234}
+SEGMENT_COLUMNS = ("dice", "iou", "dice_native", "iou_native", "hd95_native_px")
+LOCALIZE_COLUMNS = (
+    "dist_px",
+    "mse_px2",
+    "dist_frac_width",
+    "baseline_dist_px",
+    "image_centre_dist_px",
+    "within_radius",
+)
+
+
+# --------------------------------------------------------------------------- what to evaluate
+
+
+def training_run(ckpt: Path) -> dict | None:
+    """The data section of the checkpoint's run (``RUN/config_resolved.yaml``), if it is there."""
+    path = ckpt.parent.parent / "config_resolved.yaml"
+    if not path.is_file():
+        return None
+    try:
+        data = OmegaConf.to_container(OmegaConf.load(path)).get("data") or {}
+    except Exception:  # a damaged or foreign file: evaluate without it
+        log.warning("%s: unreadable, split options fall back to the defaults", path)
+        return None
+    keys = ("root", "fold", "num_folds", "val_fraction", "split_seed")
+    return {"config": str(path), **{k: data.get(k) for k in keys}}
+
+
+def same_folder(a: str | Path | None, b: str | Path) -> bool:
+    return a is not None and Path(a).expanduser().resolve() == Path(b).expanduser().resolve()
+
+
+def split_options(requested: Mapping, run: dict | None, root: Path) -> dict:
+    """Fold parameters: the command line, else the checkpoint's run, else train's defaults.
+
+    The run's fold counts only when it trained on this very folder; its fold scheme
+    (``num_folds``, ``val_fraction``, ``split_seed``) is kept for any folder.
+    """
+    options = {}
+    for key, default in SPLIT_DEFAULTS.items():
+        value = requested.get(key)
+        if value is None and run is not None and (key != "fold" or same_folder(run["root"], root)):
+            value = run.get(key)
+        options[key] = default if value is None else value
+    return options
+
+
+def select_ids(
+    dataset: FundusDataset, role: str, split: str, options: Mapping, cache_dir: Path
+) -> tuple[list[str], Path | None]:
+    """Image ids to score and the splits file they came from (None for ``split=all``)."""
+    if split not in SPLITS:
+        raise DatasetError(f"data.split={split!r} is not one of {', '.join(SPLITS)}")
+    if split == "all":
+        samples = dataset.masked() if role == "segmenter" else dataset.centred()
+        if not samples:
+            raise DatasetError(
+                f"{dataset.root}: no {'masked' if role == 'segmenter' else 'labelled'} image to "
+                f"evaluate a {role} on; add masks/ or centers.csv rows."
+            )
+        return [s.image_id for s in samples], None
+    check_fold(int(options["fold"]), int(options["num_folds"]))
+    request = (
+        int(options["num_folds"]),
+        float(options["val_fraction"]),
+        int(options["split_seed"]),
+    )
+    path = splits_path(dataset, cache_dir, *request)
+    splits = dataset_splits(dataset, *request, cache_dir)
+    return list(splits["folds"][int(options["fold"])]["test"]), path
+
+
+def leakage_warnings(run: dict | None, root: Path, split: str, fold: int) -> list[str]:
+    """Say so when the evaluated images may include the checkpoint's own training images."""
+    if run is None or not same_folder(run["root"], root):
+        return []
+    if split == "all":
+        return ["data.split=all on the checkpoint's own dataset includes its training images"]
+    if run.get("fold") is not None and int(run["fold"]) != fold:
+        return [
+            f"the checkpoint was trained for fold {run['fold']} of this dataset, so the test "
+            f"images of fold {fold} were among its training or validation images"
+        ]
+    return []
+
+
+# --------------------------------------------------------------------------- scoring
+
+
+def evaluate_segmenter(
+    model: Model,
+    data: PreprocessedSet,
+    dataset: FundusDataset,
+    ids: Sequence[str],
+    batch_size: int,
+    threshold: float,
+    mask_threshold: int | None,
+) -> tuple[dict, dict[str, dict[str, float]]]:
+    """Means and per-image rows: input-size Dice/IoU (as training) and native Dice/IoU/HD95."""
+    per_image = segmentation_per_image(
+        model.module, data, dataset, ids, batch_size, threshold, mask_threshold
+    )
+    rows = {
+        image_id: {
+            "dice": s["dice_input"],
+            "iou": s["iou_input"],
+            "dice_native": s["dice"],
+            "iou_native": s["iou"],
+            "hd95_native_px": s["hd95_px"],
+        }
+        for image_id, s in per_image.items()
+    }
+    means = {name: _mean([r[name] for r in rows.values()]) for name in SEGMENT_COLUMNS}
+    hd95 = [r["hd95_native_px"] for r in rows.values()]
+    means["hd95_undefined"] = sum(not math.isfinite(v) for v in hd95)
+    return means, rows
+
+
+def evaluate_localizer(
+    model: Model, data: PreprocessedSet, ids: Sequence[str], batch_size: int
+) -> tuple[dict, dict[str, dict[str, float]]]:
+    """Means and per-image rows of the centre error, beside both baselines, in native pixels."""
+    rows_idx = rows_of(data, ids)
+    device = module_device(model.module)
+    baseline = model.module.baseline_center.detach().float().cpu()
+    rows: dict[str, dict[str, float]] = {}
+    for chunk in batches(list(zip(ids, rows_idx, strict=True)), batch_size):
+        index = [row for _, row in chunk]
+        pred = torch.from_numpy(forward(model.module, data.images[index], device))
+        center = torch.from_numpy(data.centers[index])
+        size = torch.from_numpy(data.native_sizes[index])
+        errors = localization_errors(
+            pred, center, size, torch.from_numpy(data.radii[index]), baseline
+        )
+        pred_px, true_px = (pred * size - 0.5).tolist(), (center * size - 0.5).tolist()
+        for k, (image_id, _) in enumerate(chunk):
+            known = bool(errors["radius_known"][k])
+            rows[image_id] = {
+                "pred_x": pred_px[k][0],
+                "pred_y": pred_px[k][1],
+                "true_x": true_px[k][0],
+                "true_y": true_px[k][1],
+                **{name: float(errors[name][k]) for name in LOCALIZE_COLUMNS[:-1]},
+                "within_radius": float(errors["within_radius"][k]) if known else math.nan,
+            }
+    means = {name: _mean([r[name] for r in rows.values()]) for name in LOCALIZE_COLUMNS}
+    return means, rows
+
+
+def _mean(values: Sequence[float]) -> float:
+    """Mean over the finite values (NaN marks a value that does not apply); NaN if none."""
+    finite = [v for v in values if math.isfinite(v)]
+    return float(np.mean(finite)) if finite else math.nan
+
+
+# --------------------------------------------------------------------------- the run
+
+
+def evaluate(
+    ckpt: str | Path,
+    root: str | Path,
+    output: str | Path,
+    split: str = "test",
+    fold: int | None = None,
+    num_folds: int | None = None,
+    val_fraction: float | None = None,
+    split_seed: int | None = None,
+    mask_threshold: int | None = None,
+    cache_dir: str | Path | None = None,
+    batch_size: int = 16,
+    device: str = "auto",
+    threshold: float = 0.5,
+) -> dict:
+    """Evaluate one checkpoint; write ``output/metrics.json`` and ``output/per_image.csv``.
+
+    Returns what metrics.json holds. Raises :class:`InferenceError` (checkpoint, options) or
+    :class:`DatasetError` (data folder, fold), each naming the file or value and the fix.
+    """
+    start = time.perf_counter()
+    check_options(batch_size, threshold)
+    ckpt, output = Path(ckpt).expanduser(), Path(output).expanduser()
+    model = load_model(ckpt, resolve_device(device))
+    dataset = load_dataset(root, mask_threshold)
+    cache_dir = Path(cache_dir).expanduser() if cache_dir else default_cache_dir()
+    run = training_run(ckpt)
+    requested = {"fold": fold, "num_folds": num_folds, "val_fraction": val_fraction}
+    options = split_options({**requested, "split_seed": split_seed}, run, dataset.root)
+    ids, splits_file = select_ids(dataset, model.role, split, options, cache_dir)
+    data = preprocess_dataset(dataset, model.preprocess, cache_dir, mask_threshold)
+    if model.role == "segmenter":
+        means, rows = evaluate_segmenter(
+            model, data, dataset, ids, batch_size, threshold, mask_threshold
+        )
+        columns = SEGMENT_COLUMNS
+    else:
+        means, rows = evaluate_localizer(model, data, ids, batch_size)
+        columns = ("pred_x", "pred_y", "true_x", "true_y", *LOCALIZE_COLUMNS)
+    sizes = {i: data.native_sizes[r] for i, r in zip(ids, rows_of(data, ids), strict=True)}
+    write_per_image(output / "per_image.csv", rows, sizes, columns)
+    result = {
+        "role": model.role,
+        "checkpoint": str(ckpt),
+        "dataset": str(dataset.root),
+        "split": split,
+        "fold": int(options["fold"]) if split == "test" else None,
+        "split_options": options if split == "test" else None,
+        "splits_file": str(splits_file) if splits_file else None,
+        "n_images": len(ids),
+        "threshold": threshold if model.role == "segmenter" else None,
+        "preprocess": model.preprocess.as_dict(),
+        "device": str(module_device(model.module)),
+        "metrics": {k: _json_number(v) for k, v in means.items()},
+        "training_run": run,
+        "warnings": leakage_warnings(run, dataset.root, split, int(options["fold"])),
+        "output": str(output),
+        "wall_time_s": time.perf_counter() - start,
+    }
+    write_json_atomic(output / "metrics.json", result)
+    return result
+
+
+def _json_number(value: float | int) -> float | int | None:
+    """NaN (e.g. no finite HD95) becomes null: metrics.json stays strict JSON."""
+    return None if isinstance(value, float) and not math.isfinite(value) else value
+
+
+def _cell(value: float) -> str:
+    return "" if not math.isfinite(value) else f"{value:.10g}"
+
+
+def write_per_image(
+    path: Path,
+    rows: Mapping[str, Mapping[str, float]],
+    sizes: Mapping[str, np.ndarray],
+    columns: Sequence[str],
+) -> Path:
+    """One row per image; a metric that does not apply (NaN) is an empty cell."""
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow(["image", "width", "height", *columns])
+    for image_id, row in rows.items():
+        width, height = (int(v) for v in sizes[image_id])
+        writer.writerow([image_id, width, height, *(_cell(row[c]) for c in columns)])
+    return write_text_atomic(path, buffer.getvalue())
+
+
+def print_result(result: dict) -> None:
+    from rich.console import Console
+
+    console = Console()
+    where = f"fold {result['fold']} test" if result["split"] == "test" else "all labelled"
+    console.print(
+        f"[bold]{result['role']}[/] on {result['n_images']} image(s) ({where}) of "
+        f"{result['dataset']}",
+        highlight=False,
+        soft_wrap=True,
+    )
+    for name, value in result["metrics"].items():
+        console.print(f"  {name}: {'n/a' if value is None else f'{value:.4g}'}", highlight=False)
+    for warning in result["warnings"]:
+        console.print(f"  [yellow]warning:[/] {warning}", highlight=False)
+    for name in ("metrics.json", "per_image.csv"):
+        console.print(f"  {Path(result['output']) / name}", highlight=False, soft_wrap=True)
+
+
+USAGE = (
+    "python -m locseg.evaluate ckpt=RUN/checkpoints/best.ckpt data.root=DIR output=OUT "
+    "[data.fold=K | data.split=all]"
+)
+
+
+def evaluate_config(cfg: DictConfig) -> dict:
+    """The Hydra config -> :func:`evaluate`, writing into Hydra's run folder (``output``)."""
+    missing = sorted(OmegaConf.missing_keys(cfg))
+    if missing:
+        given = ", ".join(f"{key}=..." for key in missing)
+        raise InferenceError(f"missing {given}; usage: {USAGE}")
+    data = cfg.data
+    return evaluate(
+        cfg.ckpt,
+        data.root,
+        HydraConfig.get().runtime.output_dir,  # ${output}, resolved once by Hydra
+        split=data.split,
+        fold=data.fold,
+        num_folds=data.num_folds,
+        val_fraction=data.val_fraction,
+        split_seed=data.split_seed,
+        mask_threshold=data.mask_threshold,
+        cache_dir=data.cache_dir,
+        batch_size=cfg.batch_size,
+        device=cfg.device,
+        threshold=cfg.threshold,
+    )
+
+
+@hydra.main(version_base="1.3", config_path="pkg://locseg.conf", config_name="evaluate")
+def main(cfg: DictConfig) -> None:
+    """Exit 1 with the reason (naming the file or value) on bad input, 0 after writing."""
+    try:
+        result = evaluate_config(cfg)
+    except (InferenceError, DatasetError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        sys.exit(1)
+    print_result(result)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,212 @@
+"""``locseg.evaluate`` on briefly trained checkpoints: training's numbers again, native metrics."""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import sys
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+import torch
+from conftest import draw_disc_image
+from test_train import compose_job
+
+from locseg.data.dataset import DatasetError, DatasetWriter, read_image, read_mask
+from locseg.data.preprocess import PreprocessConfig, preprocess_image
+from locseg.evaluate import evaluate, main
+from locseg.inference import InferenceError
+from locseg.models.segmenter import SegmenterModule
+from locseg.train import run_job
+
+WIDTH, HEIGHT = 64, 44
+
+
+def make_wide_dataset(root: Path, n_masked: int = 12, n_centre_only: int = 8) -> Path:
+    """64 x 44 photographs (not square, so the native mapping matters) with one disc each."""
+    rng = np.random.default_rng(5)
+    with DatasetWriter(root) as writer:
+        for i in range(n_masked + n_centre_only):
+            image, mask, _ = draw_disc_image(rng, WIDTH)
+            image, mask = image[10 : 10 + HEIGHT], mask[10 : 10 + HEIGHT]
+            ys, xs = np.nonzero(mask)
+            centre = (float(xs.mean()), float(ys.mean()))
+            if i < n_masked:
+                writer.add(f"seg_{i:03d}", image, mask, centre)
+            else:
+                writer.add(f"loc_{i:03d}", image, None, centre)
+    return root
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory) -> dict[str, Path]:
+    """A localizer and a scratch segmenter, trained a few steps on fold 0 of 3."""
+    tmp = tmp_path_factory.mktemp("runs")
+    root = make_wide_dataset(tmp / "data")
+    common = [f"data.cache_dir={tmp / 'cache'}", "callbacks.overlays=null", "val_every=4"]
+    run_job(compose_job("localize", tmp / "L", root, *common, "steps.localize=12"))
+    run_job(compose_job("segment", tmp / "S", root, *common, "steps.segment=8", "model.lr=1e-2"))
+    return {"data": root, "cache": tmp / "cache", "L": tmp / "L", "S": tmp / "S"}
+
+
+def best(run_dir: Path) -> tuple[Path, dict]:
+    """The checkpoint training tested, and what training wrote about it."""
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    return Path(metrics["best_checkpoint"]), metrics
+
+
+def read_csv(path: Path) -> dict[str, dict[str, str]]:
+    with path.open(newline="") as handle:
+        return {row["image"]: row for row in csv.DictReader(handle)}
+
+
+def csv_mean(rows: dict[str, dict[str, str]], column: str) -> float:
+    values = [float(row[column]) for row in rows.values() if row[column] != ""]
+    return float(np.mean(values))
+
+
+@pytest.fixture(scope="module")
+def segmenter_eval(runs, tmp_path_factory) -> tuple[dict, Path]:
+    out = tmp_path_factory.mktemp("seg_eval")
+    ckpt, _ = best(runs["S"])
+    return evaluate(ckpt, runs["data"], out, cache_dir=runs["cache"], device="cpu"), out
+
+
+def test_segmenter_input_size_dice_is_trainings_test_dice(segmenter_eval, runs):
+    result, out = segmenter_eval
+    _, trained = best(runs["S"])
+    assert result["role"] == "segmenter" and result["fold"] == 0
+    assert result["split_options"]["num_folds"] == 3  # from the run's config, not the default 5
+    assert result["n_images"] == trained["n_test"]
+    assert result["metrics"]["dice"] == pytest.approx(trained["test"]["dice"], abs=1e-5)
+    assert result["metrics"]["iou"] == pytest.approx(trained["test"]["iou"], abs=1e-5)
+    rows = read_csv(out / "per_image.csv")
+    assert set(rows) == set(trained["per_image_test_dice"])
+    for image_id, dice in trained["per_image_test_dice"].items():
+        assert float(rows[image_id]["dice"]) == pytest.approx(dice, abs=1e-5)
+    assert result["warnings"] == []
+
+
+def test_segmenter_metrics_json_is_the_csv_mean(segmenter_eval):
+    result, out = segmenter_eval
+    stored = json.loads((out / "metrics.json").read_text())
+    assert stored["metrics"] == result["metrics"]
+    rows = read_csv(out / "per_image.csv")
+    for column in ("dice", "iou", "dice_native", "iou_native", "hd95_native_px"):
+        if stored["metrics"][column] is None:  # no finite HD95 at all
+            assert all(row[column] == "" for row in rows.values())
+            continue
+        assert stored["metrics"][column] == pytest.approx(csv_mean(rows, column), abs=1e-5)
+    empty = sum(row["hd95_native_px"] == "" for row in rows.values())
+    assert stored["metrics"]["hd95_undefined"] == empty
+    assert {(int(r["width"]), int(r["height"])) for r in rows.values()} == {(WIDTH, HEIGHT)}
+
+
+def test_segmenter_native_dice_is_a_direct_computation(segmenter_eval, runs):
+    """File -> preprocessing -> network -> bilinear to 64 x 44 -> > 0.5 -> against the mask file."""
+    result, out = segmenter_eval
+    ckpt, _ = best(runs["S"])
+    model = SegmenterModule.load_from_checkpoint(ckpt, map_location="cpu", weights_only=True)
+    model.eval()
+    config = PreprocessConfig(**model.hparams.preprocess)
+    rows = read_csv(out / "per_image.csv")
+    for image_id, row in rows.items():
+        photo = read_image(runs["data"] / "images" / f"{image_id}.png")
+        pixels = torch.from_numpy(preprocess_image(photo, config))[None, None].float() / 255
+        with torch.no_grad():
+            prob = model(pixels)[0, 0].numpy()
+        pred = cv2.resize(prob, (WIDTH, HEIGHT), interpolation=cv2.INTER_LINEAR) > 0.5
+        truth = read_mask(runs["data"] / "masks" / f"{image_id}.png")
+        total = int(pred.sum() + truth.sum())
+        expected = 2 * int((pred & truth).sum()) / total
+        assert float(row["dice_native"]) == pytest.approx(expected, abs=1e-5)
+
+
+def test_localizer_reproduces_trainings_errors_and_baselines(runs, tmp_path):
+    ckpt, trained = best(runs["L"])
+    result = evaluate(ckpt, runs["data"], tmp_path, cache_dir=runs["cache"], device="cpu")
+    assert result["role"] == "localizer" and result["n_images"] == trained["n_test"]
+    for name in ("dist_px", "dist_frac_width", "baseline_dist_px", "image_centre_dist_px"):
+        assert result["metrics"][name] == pytest.approx(trained["test"][name], rel=1e-5), name
+    rows = read_csv(tmp_path / "per_image.csv")
+    for name in ("dist_px", "dist_frac_width", "image_centre_dist_px", "within_radius"):
+        assert result["metrics"][name] == pytest.approx(csv_mean(rows, name), abs=1e-5), name
+    for row in rows.values():  # the distance is the one between the two points in the row
+        dx = float(row["pred_x"]) - float(row["true_x"])
+        dy = float(row["pred_y"]) - float(row["true_y"])
+        assert float(row["dist_px"]) == pytest.approx(math.hypot(dx, dy), abs=1e-3)
+        assert float(row["dist_frac_width"]) == pytest.approx(float(row["dist_px"]) / WIDTH)
+
+
+def test_split_all_scores_every_masked_image_and_warns(runs, tmp_path):
+    ckpt, _ = best(runs["S"])
+    result = evaluate(ckpt, runs["data"], tmp_path, split="all", cache_dir=runs["cache"])
+    assert result["n_images"] == 12 and result["fold"] is None
+    assert "includes its training images" in result["warnings"][0]
+    assert len(read_csv(tmp_path / "per_image.csv")) == 12
+
+
+def test_another_fold_of_the_training_set_is_flagged(runs, tmp_path):
+    ckpt, _ = best(runs["S"])
+    result = evaluate(ckpt, runs["data"], tmp_path, fold=1, cache_dir=runs["cache"])
+    assert result["fold"] == 1
+    assert "trained for fold 0" in result["warnings"][0]
+
+
+def test_bad_inputs_name_the_file_or_value(runs, tmp_path):
+    ckpt, _ = best(runs["S"])
+    encoder = runs["L"] / "encoder.pt"
+    with pytest.raises(InferenceError, match=f"{encoder}: not a locseg Lightning checkpoint"):
+        evaluate(encoder, runs["data"], tmp_path)
+    with pytest.raises(DatasetError, match="dataset folder not found"):
+        evaluate(ckpt, tmp_path / "nowhere", tmp_path)
+    with pytest.raises(DatasetError, match=r"data.fold=3 is out of range; use 0..2"):
+        evaluate(ckpt, runs["data"], tmp_path, fold=3, cache_dir=runs["cache"])
+    with pytest.raises(DatasetError, match="data.split='val' is not one of test, all"):
+        evaluate(ckpt, runs["data"], tmp_path, split="val", cache_dir=runs["cache"])
+    assert not (tmp_path / "metrics.json").exists()
+
+
+def run_cli(monkeypatch, *argv: str) -> int:
+    """``python -m locseg.evaluate ARGV`` in this process (Hydra reads sys.argv)."""
+    monkeypatch.setattr(sys, "argv", ["locseg.evaluate", *argv])
+    try:
+        main()
+    except SystemExit as exit_:
+        return int(exit_.code or 0)
+    return 0
+
+
+def test_command_line_as_documented(runs, tmp_path, monkeypatch):
+    ckpt, trained = best(runs["S"])
+    out = tmp_path / "cli"
+    code = run_cli(
+        monkeypatch,
+        f"ckpt={ckpt}",
+        f"data.root={runs['data']}",
+        f"output={out}",
+        f"data.cache_dir={runs['cache']}",
+        "device=cpu",
+    )
+    assert code == 0
+    stored = json.loads((out / "metrics.json").read_text())
+    assert stored["metrics"]["dice"] == pytest.approx(trained["test"]["dice"], abs=1e-5)
+    assert (out / "per_image.csv").is_file()
+
+
+def test_missing_checkpoint_exits_one_naming_it(runs, tmp_path, monkeypatch, capsys):
+    missing = tmp_path / "nope.ckpt"
+    argv = [f"ckpt={missing}", f"data.root={runs['data']}", f"output={tmp_path}"]
+    code = run_cli(monkeypatch, *argv)
+    assert code == 1
+    assert f"{missing}: checkpoint not found" in capsys.readouterr().err
+    assert not (tmp_path / "metrics.json").exists()
+
+
+def test_missing_key_prints_the_usage(runs, tmp_path, monkeypatch, capsys):
+    code = run_cli(monkeypatch, f"data.root={runs['data']}", f"output={tmp_path}")
+    assert code == 1
+    assert "missing ckpt=...; usage: python -m locseg.evaluate ckpt=" in capsys.readouterr().err
