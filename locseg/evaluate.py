@@ -128,13 +128,20 @@ def select_ids(
     return list(splits["folds"][int(options["fold"])]["test"]), path
 
 
-def leakage_warnings(run: dict | None, root: Path, split: str, fold: int) -> list[str]:
-    """Say so when the evaluated images may include the checkpoint's own training images."""
-    if run is None or not same_folder(run["root"], root):
+def leakage_warnings(
+    run: dict | None, dataset: FundusDataset, role: str, split: str, fold: int
+) -> list[str]:
+    """Say so when the evaluated images may include the checkpoint's own training images.
+
+    A localizer of a dataset with a centre-only pool trained on that pool alone (see
+    :func:`locseg.data.splits.localization_pool`), so any fold's test images are unseen by it.
+    """
+    if run is None or not same_folder(run["root"], dataset.root):
         return []
     if split == "all":
         return ["data.split=all on the checkpoint's own dataset includes its training images"]
-    if run.get("fold") is not None and int(run["fold"]) != fold:
+    shared_localizer = role == "localizer" and bool(dataset.centre_only())
+    if run.get("fold") is not None and int(run["fold"]) != fold and not shared_localizer:
         return [
             f"the checkpoint was trained for fold {run['fold']} of this dataset, so the test "
             f"images of fold {fold} were among its training or validation images"
@@ -269,7 +276,7 @@ def evaluate(
         "device": str(module_device(model.module)),
         "metrics": {k: _json_number(v) for k, v in means.items()},
         "training_run": run,
-        "warnings": leakage_warnings(run, dataset.root, split, int(options["fold"])),
+        "warnings": leakage_warnings(run, dataset, model.role, split, int(options["fold"])),
         "output": str(output),
         "wall_time_s": time.perf_counter() - start,
     }

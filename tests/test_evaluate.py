@@ -154,6 +154,10 @@ def test_another_fold_of_the_training_set_is_flagged(runs, tmp_path):
     result = evaluate(ckpt, runs["data"], tmp_path, fold=1, cache_dir=runs["cache"])
     assert result["fold"] == 1
     assert "trained for fold 0" in result["warnings"][0]
+    # A localizer of a set with a centre-only pool never trained on masked images: no warning.
+    localizer, _ = best(runs["L"])
+    result = evaluate(localizer, runs["data"], tmp_path, fold=1, cache_dir=runs["cache"])
+    assert result["fold"] == 1 and result["warnings"] == []
 
 
 def test_bad_inputs_name_the_file_or_value(runs, tmp_path):
