@@ -38,7 +38,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     )
     parser.add_argument("--image-size", type=int, help="demo input size in px (default 64)")
     parser.add_argument("--paper-size", type=int, help="paper input size in px (default 256)")
-    parser.add_argument("--batches", type=int, help="batches per timed epoch / measurement (8)")
+    parser.add_argument(
+        "--batches",
+        type=int,
+        help="batches per measurement (8) and per timed epoch in (1) (default: whole epochs)",
+    )
     parser.add_argument("--epochs", type=int, help="timed epochs per side in (1) (20)")
     parser.add_argument("--repeats", type=int, help="interleaved rounds in (2)-(4) (9)")
     parser.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")

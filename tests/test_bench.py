@@ -17,6 +17,7 @@ import torch
 from torch.utils.data import DataLoader
 
 from locseg import bench
+from locseg.benchmark.training import training_row
 
 
 def test_paired_ratios_divide_element_wise_and_refuse_unpaired_lists():
@@ -52,6 +53,28 @@ def test_rotations_put_every_variant_first_once():
     orders = list(bench.rotations(["a", "b", "c"], 3))
     assert [order[0] for order in orders] == ["a", "b", "c"]
     assert all(sorted(order) == ["a", "b", "c"] for order in orders)
+
+
+@pytest.mark.parametrize(
+    ("fixed_ms", "predicted", "cause"),
+    [
+        (10.0, 0.909, "the per-step hooks weigh on a model this small"),
+        (1.0, 0.990, "the rest of the gap (10.00 ms/step added here) is not that fixed cost"),
+    ],
+)
+def test_training_row_sets_the_ratio_beside_what_the_fixed_cost_predicts(
+    fixed_ms, predicted, cause
+):
+    # 10 batches/epoch: a 100 ms bare step, Lightning 10 ms/step slower -> ratio 1/1.1.
+    seconds = {"lightning": [1.1] * 5, "bare": [1.0] * 5}
+    trivial = {"trivial_lightning_ms": fixed_ms + 0.1, "trivial_bare_ms": 0.1, "fixed_ms": fixed_ms}
+    row = training_row("localize", seconds, 80, 10, None, trivial)
+    assert row.ratio == pytest.approx(1 / 1.1) and row.passed is False
+    assert row.values["bare_step_ms"] == pytest.approx(100.0)
+    assert row.values["predicted_ratio"] == pytest.approx(predicted, abs=5e-4)
+    assert f"is {fixed_ms:.2f} ms per step" in row.reason
+    assert f"predicts {predicted:.3f}" in row.reason
+    assert cause in row.reason
 
 
 def test_threads_follow_an_explicit_request():
@@ -118,6 +141,9 @@ def test_quick_run_writes_every_section_with_positive_figures(tmp_path):
         True,
         True,
     ]
+    for row in result["sections"]["training"]:  # the measured ratio beside the predicted one
+        assert 0 < row["values"]["predicted_ratio"] <= 1, row
+        assert "Lightning's fixed cost" in row["note"], row
     assert result["meta"]["quick"] is True and result["meta"]["threads"] >= 1
     verdicts = done.stdout.count("PASS") + done.stdout.count("MISS")
     assert verdicts == len(targets), done.stdout

@@ -53,6 +53,9 @@ class Settings:
     quick: bool
     dataset: dict
     workdir: Path = Path(".")
+    # Batches per timed epoch in (1); None: whole epochs, as training runs them, so the epoch's
+    # fixed costs (iterator, epoch-end logging) weigh as much as they do for a user.
+    train_batches: int | None = None
 
     @property
     def cuda(self) -> bool:

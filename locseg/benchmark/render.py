@@ -33,6 +33,7 @@ def meta(settings: Settings, threads_why: str, seconds: float) -> dict:
         "python": platform.python_version(),
         "quick": settings.quick,
         "batches": settings.batches,
+        "train_batches": settings.train_batches,
         "repeats": settings.repeats,
         "epochs": settings.epochs,
         "demo": asdict(settings.demo),

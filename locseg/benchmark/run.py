@@ -59,6 +59,7 @@ def make_settings(
         demo=demo,
         paper=paper,
         batches=batches or (2 if quick else 8),
+        train_batches=batches or (2 if quick else None),
         repeats=repeats or (1 if quick else 9),
         epochs=epochs or (2 if quick else 20),
         compile="none" if quick and compile == "auto" else compile,

@@ -14,6 +14,8 @@ from pathlib import Path
 
 import torch
 
+from locseg.logs import quiet_known_noise
+
 
 @contextlib.contextmanager
 def quiet() -> Iterator[None]:
@@ -27,13 +29,13 @@ def quiet() -> Iterator[None]:
 
 
 def silence_lightning() -> None:
+    """The known noise (``locseg.quiet_known_noise``), and Lightning's info lines and the
+    warnings a benchmark's bare Trainer raises by design (no validation, TF32 left off)."""
+    quiet_known_noise()
     for name in ("pytorch_lightning", "lightning.pytorch", "lightning.fabric", "lightning"):
         logging.getLogger(name).setLevel(logging.ERROR)
-    warnings.filterwarnings("ignore", message=".*does not have many workers.*")
-    warnings.filterwarnings("ignore", message=".*smaller than the logging interval.*")
     warnings.filterwarnings("ignore", message=".*Tensor Cores.*")
     warnings.filterwarnings("ignore", message=".*no `val_dataloader`.*")
-    warnings.filterwarnings("ignore", message=".*LeafSpec.*")
 
 
 def proc_status_mib(field: str) -> float | None:
