@@ -72,8 +72,23 @@ def hd95(pred: np.ndarray, truth: np.ndarray, percentile: float = 95.0) -> float
         return 0.0
     if has_pred != has_truth:
         return math.nan
+    pred, truth = _crop_to_union(pred, truth)
     pooled = np.concatenate([boundary_distances(pred, truth), boundary_distances(truth, pred)])
     return float(np.percentile(pooled, percentile))
+
+
+def _crop_to_union(a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Both masks cut to their union's bounding box plus a 1-pixel margin: HD95 is unchanged.
+
+    Every boundary pixel lies inside the box, the margin (or the image edge, which the erosion
+    treats as background alike) keeps each boundary as it was, and distances between pixels do
+    not depend on the frame. A disc in a 2124 x 2056 photograph: 850 ms -> 25 ms.
+    """
+    rows = np.flatnonzero((a | b).any(axis=1))
+    cols = np.flatnonzero((a | b).any(axis=0))
+    y0, y1 = max(rows[0] - 1, 0), rows[-1] + 2
+    x0, x1 = max(cols[0] - 1, 0), cols[-1] + 2
+    return a[y0:y1, x0:x1], b[y0:y1, x0:x1]
 
 
 def mask_scores(pred: np.ndarray, truth: np.ndarray) -> dict[str, float]:

@@ -9,11 +9,19 @@ import numpy as np
 import pytest
 import torch
 from conftest import draw_disc_image
+from scipy import ndimage
 
 from locseg.data.dataset import DatasetWriter, load_dataset, read_image, read_mask
 from locseg.data.preprocess import PreprocessConfig, preprocess_dataset, preprocess_image
 from locseg.inference import InferenceError, native_mask, native_segmentation_metrics
-from locseg.metrics_native import dice, hd95, iou, mask_scores, summarise_scores
+from locseg.metrics_native import (
+    boundary_distances,
+    dice,
+    hd95,
+    iou,
+    mask_scores,
+    summarise_scores,
+)
 from locseg.models.segmenter import SegmenterModule
 
 
@@ -45,6 +53,17 @@ def test_half_overlap_has_known_dice_and_iou():
     assert dice(a, b) == pytest.approx(0.5)
     assert iou(a, b) == pytest.approx(1 / 3)
     assert hd95(a, b) == pytest.approx(10.0)  # the left and right edges sit 10 px apart
+
+
+def test_hd95_on_the_union_box_equals_hd95_on_the_whole_frame():
+    """The speed-up crop must not move a boundary, also where a mask touches the image edge."""
+    rng = np.random.default_rng(0)
+    for _ in range(50):
+        a = ndimage.binary_dilation(rng.random((30, 45)) < 0.02, iterations=2)
+        b = ndimage.binary_dilation(rng.random((30, 45)) < 0.02, iterations=2)
+        if a.any() and b.any():
+            whole = np.concatenate([boundary_distances(a, b), boundary_distances(b, a)])
+            assert hd95(a, b) == pytest.approx(np.percentile(whole, 95), abs=1e-12)
 
 
 def test_empty_prediction_scores_zero_and_nan_hd95():
