@@ -206,3 +206,21 @@ def test_unknown_id_is_named(wide_set):
     dataset, data = wide_set
     with pytest.raises(InferenceError, match=r"\['nope'\]"):
         native_segmentation_metrics(Constant(1.0), data, dataset, ["nope"])
+
+
+def test_drions_masks_survive_the_64px_round_trip(drions_root):
+    """The ceiling of native Dice for a 64-px segmenter on DRIONS-DB (600 x 400 photographs).
+
+    Measured: mean 0.968, lowest 0.957; HD95 mean 3.2 px, largest 4.5 px (INTER_NEAREST at
+    64 px, the old mask resize, reached only 0.923 and 7.3 px).
+    """
+    dataset = load_dataset(drions_root)
+    scores = []
+    for sample in dataset.masked():
+        truth = read_mask(sample.mask_path)
+        small = cv2.resize(truth.astype(np.float32), (64, 64), interpolation=cv2.INTER_AREA)
+        back = native_mask((small >= 0.5).astype(np.float32), truth.shape[::-1], 0.5)
+        scores.append(mask_scores(back, truth))
+    assert len(scores) == 109
+    assert min(s["dice"] for s in scores) > 0.95
+    assert max(s["hd95_px"] for s in scores) < 5.0
