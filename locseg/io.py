@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import os
 import tempfile
 from collections.abc import Callable
@@ -46,5 +47,17 @@ def write_text_atomic(path: str | os.PathLike, text: str) -> Path:
     return atomic_write(path, lambda tmp: tmp.write_text(text))
 
 
+def json_safe(value: Any) -> Any:
+    """NaN and infinities -> None, recursively: JSON has no NaN, and other tools reject it."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: json_safe(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [json_safe(v) for v in value]
+    return value
+
+
 def write_json_atomic(path: str | os.PathLike, data: Any) -> Path:
-    return write_text_atomic(path, json.dumps(data, indent=2, sort_keys=True, default=str) + "\n")
+    text = json.dumps(json_safe(data), indent=2, sort_keys=True, default=str, allow_nan=False)
+    return write_text_atomic(path, text + "\n")

@@ -157,6 +157,8 @@ def train(cfg: DictConfig, run_dir: Path, datamodule, encoder: Path | None) -> d
         "epochs": trainer.current_epoch,
         **datamodule.counts(),
     }
+    if cfg.phase == "localize":
+        result.update(localizer_facts(trainer, model, datamodule, ckpt_path, run_dir))
     if cfg.phase == "localize" and trainer.is_global_zero:
         extra = {
             "per_fold": datamodule.per_fold,
@@ -183,6 +185,26 @@ def train(cfg: DictConfig, run_dir: Path, datamodule, encoder: Path | None) -> d
     return result
 
 
+def localizer_facts(trainer, model, datamodule, ckpt_path, run_dir: Path) -> dict:
+    """The pool's leakage guard and, for a localizer shared by all folds, every fold's test error.
+
+    ``test`` above is fold ``data.fold``; a shared localizer never saw any evaluated image, so
+    it is scored on each fold's segmentation test images, the ones its encoder will serve.
+    """
+    facts = {"pool_dropped": len(datamodule.dropped), "per_fold": datamodule.per_fold}
+    if trainer.is_global_zero:
+        datamodule.write_dropped(run_dir / "pool_dropped.csv")
+    if not datamodule.per_fold:
+        folds = {}
+        for k in range(datamodule.num_folds):
+            datamodule.use_test_fold(k)
+            tested = trainer.test(model, datamodule=datamodule, ckpt_path=ckpt_path, verbose=False)
+            folds[str(k)] = stage_metrics(tested, "test")
+        datamodule.use_test_fold(datamodule.fold)
+        facts["test_folds"] = folds
+    return facts
+
+
 def add_native_metrics(result: dict, model: pl.LightningModule, datamodule) -> None:
     """Score the best checkpoint on each test photograph's own pixels (the headline Dice)."""
     native = native_segmentation_metrics(
@@ -193,7 +215,7 @@ def add_native_metrics(result: dict, model: pl.LightningModule, datamodule) -> N
         batch_size=datamodule.batch_size,
         mask_threshold=datamodule.mask_threshold,
     )
-    for key in ("dice_native", "iou_native", "hd95_native_px"):
+    for key in ("dice_native", "iou_native", "hd95_native_px", "hd95_undefined"):
         result["test"][key] = native[key]
     result["per_image_test_dice_native"] = {i: s["dice"] for i, s in native["per_image"].items()}
     result["per_image_test_native"] = native["per_image"]

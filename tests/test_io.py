@@ -24,3 +24,17 @@ def test_written_file_has_umask_permissions(tmp_path):
     finally:
         os.umask(old)
     assert path.read_text().strip().startswith("{") and (path.stat().st_mode & 0o777) == 0o644
+
+
+def test_json_has_no_nan(tmp_path):
+    import json
+    import math
+
+    from locseg.io import write_json_atomic
+
+    path = write_json_atomic(tmp_path / "m.json", {"a": math.nan, "b": [1.0, math.inf], "c": 2})
+    assert json.loads(path.read_text(), parse_constant=lambda c: 1 / 0) == {
+        "a": None,
+        "b": [1.0, None],
+        "c": 2,
+    }

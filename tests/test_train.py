@@ -15,6 +15,7 @@ from hydra.core.global_hydra import GlobalHydra
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import open_dict
 
+from locseg.io import json_safe
 from locseg.train import run_job
 
 FAST = [
@@ -55,7 +56,7 @@ def run(phase, run_dir, root, *overrides) -> dict:
     metrics = run_job(compose_job(phase, run_dir, root, *overrides))
     stored = json.loads((run_dir / "metrics.json").read_text())
     assert stored["status"] == "ok"
-    assert json.dumps(stored["test"], sort_keys=True) == json.dumps(metrics["test"], sort_keys=True)
+    assert stored["test"] == json_safe(metrics["test"])
     return stored
 
 

@@ -2,11 +2,14 @@
 
 Both tasks read the same preprocessed cache and the same persisted splits, so the test fold of
 ``data.fold`` is identical for the localizer, every fraction and every arm (a paired design).
-Batches are dicts of tensors; the modules never see a file name (``index`` maps back to an id).
+The localizer may also learn from other folders (``data.pool``): centre-labelled photographs of
+any size, kept free of copies of the evaluated images by content. Batches are dicts of tensors;
+the modules never see a file name (``index`` maps a row of ``data.root`` back to its id).
 """
 
 from __future__ import annotations
 
+import csv
 from abc import abstractmethod
 from pathlib import Path
 
@@ -17,6 +20,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from locseg.data.augment import apply_augmentation, build_augmentation, seed_augmentation
 from locseg.data.dataset import DatasetError, FundusDataset, load_dataset
+from locseg.data.fingerprints import DuplicatePair, find_duplicates
 from locseg.data.preprocess import (
     PreprocessConfig,
     PreprocessedSet,
@@ -24,14 +28,19 @@ from locseg.data.preprocess import (
     preprocess_dataset,
 )
 from locseg.data.splits import (
+    budget_split,
     check_fold,
     dataset_splits,
+    evaluation_pool,
     excluded_ids_hash,
     fraction_prefix,
     localization_pool,
     split_validation,
     splits_digest,
 )
+from locseg.io import atomic_path
+
+Item = tuple[PreprocessedSet, int]  # one image: its preprocessed set and its row there
 
 
 def seed_worker(worker_id: int) -> None:
@@ -48,30 +57,30 @@ def seed_worker(worker_id: int) -> None:
 
 
 class FundusSamples(Dataset):
-    """Rows of a preprocessed set as dicts of tensors, augmented on the fly when asked."""
+    """Rows of preprocessed sets as dicts of tensors, augmented on the fly when asked."""
 
-    def __init__(self, data: PreprocessedSet, rows: list[int], augmentation=None):
-        self.data, self.rows, self.augmentation = data, rows, augmentation
-        self.size = data.config.image_size
+    def __init__(self, items: list[Item], augmentation=None):
+        self.items, self.augmentation = items, augmentation
 
     def __len__(self) -> int:
-        return len(self.rows)
+        return len(self.items)
 
     def reseed(self, seed: int) -> None:
         seed_augmentation(self.augmentation, seed)
 
     def __getitem__(self, item: int) -> dict[str, torch.Tensor]:
-        row = self.rows[item]
-        image = np.array(self.data.images[row])
-        mask = np.array(self.data.masks[row])
-        center_px = self.data.centers[row] * self.size - 0.5
+        data, row = self.items[item]
+        size = data.config.image_size
+        image = np.array(data.images[row])
+        mask = np.array(data.masks[row])
+        center_px = data.centers[row] * size - 0.5
         image, mask, center_px = apply_augmentation(self.augmentation, image, mask, center_px)
         return {
             "image": torch.from_numpy(image).unsqueeze(0).float().div_(255.0),
             "mask": torch.from_numpy(np.ascontiguousarray(mask)).unsqueeze(0).float(),
-            "center": torch.from_numpy((center_px + 0.5) / self.size).float(),
-            "native_size": torch.from_numpy(self.data.native_sizes[row]),
-            "radius": torch.tensor(self.data.radii[row]),
+            "center": torch.from_numpy((center_px + 0.5) / size).float(),
+            "native_size": torch.from_numpy(data.native_sizes[row]),
+            "radius": torch.tensor(data.radii[row]),
             "index": torch.tensor(row),
         }
 
@@ -97,6 +106,7 @@ class FundusDataModule(pl.LightningDataModule):
         augment: dict | None = None,
         cache_dir: str | None = None,
         seed: int = 0,
+        pool: list[str] | None = None,
     ):
         super().__init__()
         check_fold(fold, num_folds)
@@ -109,10 +119,13 @@ class FundusDataModule(pl.LightningDataModule):
         self.augment_options = dict(augment or {})
         self.cache_dir = Path(cache_dir) if cache_dir else default_cache_dir()
         self.seed = seed
+        self.pool_roots = [Path(p).expanduser() for p in (pool or [])]
         self.dataset: FundusDataset | None = None
         self.data: PreprocessedSet | None = None
         self.selection: dict[str, list[str]] = {}
         self.splits: dict = {}
+        self.lookup: dict[str, Item] = {}  # image reference -> (set, row)
+        self.paths: dict[str, Path] = {}  # image reference -> its file
 
     # ------------------------------------------------------------------ set-up
 
@@ -125,10 +138,7 @@ class FundusDataModule(pl.LightningDataModule):
             self._load()
 
     def _load(self) -> None:
-        self.dataset = load_dataset(self.root, self.mask_threshold)
-        self.data = preprocess_dataset(
-            self.dataset, self.preprocess_config, self.cache_dir, self.mask_threshold
-        )
+        self.dataset, self.data = self._register(self.root, prefix="")
         self.splits = dataset_splits(
             self.dataset, self.num_folds, self.val_fraction, self.split_seed, self.cache_dir
         )
@@ -140,15 +150,30 @@ class FundusDataModule(pl.LightningDataModule):
                     "add images or lower data.num_folds / data.val_fraction."
                 )
 
+    def _register(self, root: Path, prefix: str) -> tuple[FundusDataset, PreprocessedSet]:
+        """Load and preprocess one folder; its images become references ``prefix + id``."""
+        dataset = load_dataset(root, self.mask_threshold)
+        data = preprocess_dataset(
+            dataset, self.preprocess_config, self.cache_dir, self.mask_threshold
+        )
+        by_id = dataset.by_id()
+        for row, image_id in enumerate(data.ids):
+            self.lookup[prefix + image_id] = (data, row)
+            self.paths[prefix + image_id] = by_id[image_id].image_path
+        return dataset, data
+
     @abstractmethod
     def select(self, splits: dict) -> dict[str, list[str]]:
-        """Image ids of the train, val and test sets for this task, fold and fraction."""
+        """Image references of the train, val and test sets for this task, fold and fraction."""
 
     # ------------------------------------------------------------------ facts for the run
 
+    def items(self, part: str) -> list[Item]:
+        return [self.lookup[ref] for ref in self.selection[part]]
+
     def rows(self, part: str) -> list[int]:
-        index_of = self.data.index_of()
-        return [index_of[i] for i in self.selection[part]]
+        """Rows of ``data.root``'s set (segmentation and test images live there)."""
+        return [row for _, row in self.items(part)]
 
     def id_of(self, row: int) -> str:
         return self.data.ids[row]
@@ -158,7 +183,8 @@ class FundusDataModule(pl.LightningDataModule):
 
     def mean_train_center(self) -> tuple[float, float]:
         """Mean normalised training centre: the constant-prediction baseline for localization."""
-        u, v = self.data.centers[self.rows("train")].mean(axis=0)
+        centers = np.stack([data.centers[row] for data, row in self.items("train")])
+        u, v = centers.mean(axis=0)
         return float(u), float(v)
 
     def signature(self) -> dict:
@@ -167,21 +193,25 @@ class FundusDataModule(pl.LightningDataModule):
 
     def identity(self) -> dict[str, str]:
         """What a result depends on beyond the config: the folds and the cached pixels."""
-        return {"splits": splits_digest(self.splits), "cache": self.data.path.name}
+        caches = sorted({data.path.name for data, _ in self.lookup.values()})
+        return {"splits": splits_digest(self.splits), "cache": ",".join(caches)}
+
+    def test_ids(self, fold: int | None = None) -> list[str]:
+        return list(self.splits["folds"][self.fold if fold is None else fold]["test"])
 
     def fold_test_hash(self) -> str:
         """Identity of this fold's test images, which a localizer for it must never have seen."""
-        return excluded_ids_hash(self.splits["folds"][self.fold]["test"])
+        return excluded_ids_hash(self.test_ids())
 
     def masked_hash(self) -> str:
-        """Identity of every masked image: each is a test image in some fold."""
-        return excluded_ids_hash([s.image_id for s in self.dataset.masked()])
+        """Identity of every evaluated image: each is a test image in some fold."""
+        return excluded_ids_hash([s.image_id for s in evaluation_pool(self.dataset)])
 
     # ------------------------------------------------------------------ loaders
 
     def _loader(self, part: str, train: bool) -> DataLoader:
         augmentation = build_augmentation(**self.augment_options) if train else None
-        samples = FundusSamples(self.data, self.rows(part), augmentation)
+        samples = FundusSamples(self.items(part), augmentation)
         samples.reseed(self.seed)  # the main process's stream (num_workers=0)
         return DataLoader(
             samples,
@@ -208,34 +238,90 @@ class FundusDataModule(pl.LightningDataModule):
 
 
 class SegmentationDataModule(FundusDataModule):
-    """Image -> mask over the masked pool: a fraction of the fold's training images."""
+    """Image -> mask over the masked pool: a label budget of the fold's other masks."""
 
     task = "segment"
 
     def select(self, splits: dict) -> dict[str, list[str]]:
+        if not self.dataset.masked():
+            raise DatasetError(
+                f"{self.root}: no image has a mask in masks/, so there is nothing to segment. "
+                "Use this folder to localize (+phase=localize) or as data.pool=[...]."
+            )
         entry = splits["folds"][self.fold]
-        return {
-            "train": fraction_prefix(entry["train"], self.fraction),
-            "val": list(entry["val"]),
-            "test": list(entry["test"]),
-        }
+        train, val = budget_split(entry["order"], self.fraction, self.val_fraction)
+        return {"train": train, "val": val, "test": list(entry["test"])}
 
 
 class LocalizationDataModule(FundusDataModule):
-    """Image -> centre over the localization pool, tested on the fold's segmentation test set."""
+    """Image -> centre over the localization pool, tested on the fold's segmentation test set.
+
+    Without ``pool`` the localizer learns from ``root``'s own centres (see
+    :func:`~locseg.data.splits.localization_pool`). With ``pool`` it learns from those folders
+    only and serves every fold. Either way, every candidate that is a copy (by content) of an
+    image it must never see (the fold's test images, or every evaluated image for a shared
+    localizer) is dropped first; ``dropped`` lists the pairs.
+    """
 
     task = "localize"
 
     def select(self, splits: dict) -> dict[str, list[str]]:
-        pool, self.per_fold = localization_pool(self.dataset, splits, self.fold)
-        self.excluded_hash = self.fold_test_hash() if self.per_fold else self.masked_hash()
-        groups = {s.image_id: s.group_id for s in self.dataset.samples}
+        candidates, self.per_fold = self._candidates(splits)
+        protected = (
+            self.test_ids()
+            if self.per_fold
+            else [s.image_id for s in evaluation_pool(self.dataset)]
+        )
+        self.excluded_hash = excluded_ids_hash(protected)
+        self.dropped = self._copies(candidates, protected)
+        copies = {pair.query for pair in self.dropped}
+        pool = [ref for ref in candidates if self.paths[ref] not in copies]
+        groups = self._groups()
         train, val = split_validation(
-            pool, [groups[i] for i in pool], self.val_fraction, self.split_seed
+            pool, [groups[ref] for ref in pool], self.val_fraction, self.split_seed
         )
         order = np.random.default_rng([self.split_seed, 7]).permutation(len(train))
         return {
             "train": fraction_prefix([train[i] for i in order], self.fraction),
             "val": val,
-            "test": list(splits["folds"][self.fold]["test"]),
+            "test": self.test_ids(),
         }
+
+    def _candidates(self, splits: dict) -> tuple[list[str], bool]:
+        if not self.pool_roots:
+            return localization_pool(self.dataset, splits, self.fold)
+        refs: list[str] = []
+        self.pool_datasets = []
+        for k, root in enumerate(self.pool_roots):
+            prefix = f"pool{k}:{root.name}/"
+            dataset, _ = self._register(root, prefix)
+            self.pool_datasets.append((prefix, dataset))
+            refs += [prefix + s.image_id for s in dataset.centred()]
+        return refs, False
+
+    def _groups(self) -> dict[str, str]:
+        groups = {s.image_id: s.group_id for s in self.dataset.samples}
+        for prefix, dataset in getattr(self, "pool_datasets", []):
+            groups.update({prefix + s.image_id: prefix + s.group_id for s in dataset.samples})
+        return groups
+
+    def _copies(self, candidates: list[str], protected: list[str]) -> list[DuplicatePair]:
+        """Candidate photographs that show a protected image (found by content)."""
+        return find_duplicates(
+            [self.paths[ref] for ref in candidates],
+            [self.paths[i] for i in protected],
+            cache_dir=self.cache_dir,
+        )
+
+    def use_test_fold(self, fold: int) -> None:
+        """Point the test set at another fold (a shared localizer is tested on every fold)."""
+        self.selection["test"] = self.test_ids(fold)
+
+    def write_dropped(self, path: Path) -> Path:
+        """``pool_dropped.csv``: every pool photograph left out as a copy of a protected image."""
+        with atomic_path(path) as tmp, tmp.open("w", newline="") as handle:
+            writer = csv.writer(handle)
+            writer.writerow(["pool_image", "protected_image", "score"])
+            for pair in self.dropped:
+                writer.writerow([pair.query, pair.reference, f"{pair.score:.4f}"])
+        return path

@@ -70,7 +70,7 @@ def split_validation(
 
 
 def fraction_prefix(ordered_train: Sequence[str], fraction: float) -> list[str]:
-    """The nested subset for ``fraction``: a prefix of the fold's fixed training order."""
+    """The nested subset for ``fraction``: a prefix of a fixed order (the localizer's pool)."""
     if not 0 < fraction <= 1:
         raise DatasetError(f"data.fraction={fraction} must lie in (0, 1].")
     count = math.ceil(round(fraction * len(ordered_train), 6))
@@ -82,24 +82,70 @@ def fraction_prefix(ordered_train: Sequence[str], fraction: float) -> list[str]:
     return list(ordered_train[:count])
 
 
-def make_splits(dataset: FundusDataset, num_folds: int, val_fraction: float, seed: int) -> dict:
-    """Folds over the masked pool, each with test ids, validation ids and ordered training ids."""
-    masked = dataset.masked()
-    if len(masked) < num_folds:
+def is_validation_slot(position: int, val_fraction: float) -> bool:
+    """Every 1/val_fraction-th place of a budget order is a validation image, starting at 0.
+
+    Slots are fixed positions, so a smaller budget's train and validation sets lie inside every
+    larger budget's (nested fractions), and every budget of two or more images has both.
+    """
+    return math.floor(position * val_fraction + 1e-9) != math.floor(
+        (position - 1) * val_fraction + 1e-9
+    )
+
+
+def budget_split(
+    ordered: Sequence[str], fraction: float, val_fraction: float
+) -> tuple[list[str], list[str]]:
+    """(train, val) for a label budget: together ``ceil(fraction x the fold's masks)`` images.
+
+    The honest budget: every mask a job touches, for training or for choosing its checkpoint and
+    stopping early, counts against the fraction.
+    """
+    budget = fraction_prefix(ordered, fraction)
+    slots = [is_validation_slot(i, val_fraction) for i in range(len(budget))]
+    train = [i for i, val in zip(budget, slots, strict=True) if not val]
+    if not train:
         raise DatasetError(
-            f"{dataset.root}: {len(masked)} masked image(s) cannot fill {num_folds} folds; "
-            "add masks or lower data.num_folds."
+            f"data.fraction={fraction} gives a budget of {len(budget)} mask(s) (of "
+            f"{len(ordered)}), all needed for validation; raise the fraction to at least "
+            f"{2 / len(ordered):.2f} or lower data.val_fraction."
         )
-    groups = {s.image_id: s.group_id for s in masked}
-    ids = [s.image_id for s in masked]
+    return train, [i for i, val in zip(budget, slots, strict=True) if val]
+
+
+def evaluation_pool(dataset: FundusDataset) -> list:
+    """The images folds are made of: the masked ones, or the centred ones of a centre-only set."""
+    return dataset.masked() or dataset.centred()
+
+
+def make_splits(dataset: FundusDataset, num_folds: int, val_fraction: float, seed: int) -> dict:
+    """Folds over the evaluation pool: test ids and the rest in a fixed, patient-grouped order.
+
+    A job's label budget is a prefix of ``order`` (see :func:`budget_split`).
+    """
+    samples = evaluation_pool(dataset)
+    if len(samples) < num_folds:
+        raise DatasetError(
+            f"{dataset.root}: {len(samples)} labelled image(s) cannot fill {num_folds} folds; "
+            "add images or lower data.num_folds."
+        )
+    groups = {s.image_id: s.group_id for s in samples}
+    ids = [s.image_id for s in samples]
     folds = grouped_folds(ids, [groups[i] for i in ids], num_folds, seed)
     entries = []
     for k, test in enumerate(folds):
         test_set = set(test)
-        rest = [i for i in ids if i not in test_set]
-        train, val = split_validation(rest, [groups[i] for i in rest], val_fraction, seed + k)
-        order = np.random.default_rng([seed, k]).permutation(len(train))
-        entries.append({"test": test, "val": val, "train": [train[i] for i in order]})
+        members: dict[str, list[str]] = defaultdict(list)
+        for i in ids:
+            if i not in test_set:
+                members[groups[i]].append(i)
+        names = sorted(members)
+        order = [
+            i
+            for g in np.random.default_rng([seed, k]).permutation(len(names))
+            for i in members[names[g]]
+        ]
+        entries.append({"test": test, "order": order})
     return {"num_folds": num_folds, "val_fraction": val_fraction, "seed": seed, "folds": entries}
 
 
@@ -126,7 +172,7 @@ def splits_path(
 
 def pool_hash(dataset: FundusDataset) -> str:
     """Identity of what folds are made of: the masked ids and their patient groups."""
-    pairs = sorted(f"{s.image_id}|{s.group_id}" for s in dataset.masked())
+    pairs = sorted(f"{s.image_id}|{s.group_id}" for s in evaluation_pool(dataset))
     return hashlib.sha256("\n".join(pairs).encode()).hexdigest()[:16]
 
 
@@ -177,19 +223,21 @@ def check_fold(fold: int, num_folds: int) -> None:
 def localization_pool(dataset: FundusDataset, splits: dict, fold: int) -> tuple[list[str], bool]:
     """Images the localizer may train on for ``fold``, and whether that pool depends on the fold.
 
-    A centre-only pool that shares no patient group with the masked images (the paper's setting,
-    the synthetic set) gives one localizer for every fold. Where the localizer's images and fold
-    k's test images share images or patients (DRIONS-DB; a centre-only photo of a patient whose
-    masked photo is a test image), the localizer of fold k trains only outside fold k's test
-    groups.
+    The candidates are the centre-only images beside the masked ones, or, where there are none
+    (DRIONS-DB; a centre-only folder on its own), every centred image. If no candidate shares a
+    patient group with an evaluated image (the paper's setting, the synthetic set), one
+    localizer serves every fold. Otherwise the localizer of fold k trains only outside fold k's
+    test groups: a centre-only photo of a patient whose masked photo is a test image stays out.
     """
-    centre_only = dataset.centre_only()
-    masked_groups = {s.group_id for s in dataset.masked()}
-    if centre_only and not any(s.group_id in masked_groups for s in centre_only):
-        return [s.image_id for s in centre_only], False
+    evaluated = evaluation_pool(dataset)
+    evaluated_ids = {s.image_id for s in evaluated}
+    candidates = [s for s in dataset.centred() if s.image_id not in evaluated_ids]
+    candidates = candidates or dataset.centred()
+    evaluated_groups = {s.group_id for s in evaluated}
+    if not any(s.group_id in evaluated_groups for s in candidates):
+        return [s.image_id for s in candidates], False
     by_id = dataset.by_id()
     test_groups = {by_id[i].group_id for i in splits["folds"][fold]["test"]}
-    candidates = centre_only or dataset.centred()
     return [s.image_id for s in candidates if s.group_id not in test_groups], True
 
 

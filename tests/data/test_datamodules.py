@@ -67,7 +67,7 @@ def test_segmentation_batches_and_nested_fractions(tiny_dataset):
     full = _module(SegmentationDataModule, tiny_dataset, fraction=1.0)
     assert set(small.selection["train"]) < set(full.selection["train"])
     assert small.selection["test"] == full.selection["test"]
-    assert small.selection["val"] == full.selection["val"]
+    assert set(small.selection["val"]) <= set(full.selection["val"])
     batch = next(iter(full.train_dataloader()))
     assert batch["image"].shape == (4, 1, 32, 32) and batch["mask"].shape == (4, 1, 32, 32)
     assert 0 <= batch["image"].min() and batch["image"].max() <= 1
@@ -126,8 +126,23 @@ def test_loader_workers_draw_different_augmentations(tmp_path):
     )
     loader = module.test_dataloader()  # fixed order; swap in one row repeated, augmented
     samples = loader.dataset
-    samples.rows = [samples.rows[0]] * 4
+    samples.items = [samples.items[0]] * 4
     samples.augmentation = build_augmentation(**_AUGMENT)
     batches = list(loader)  # worker 0 serves items 0, 2; worker 1 items 1, 3
     assert not torch.equal(batches[0]["image"], batches[1]["image"])
     assert not torch.equal(batches[0]["center"], batches[1]["center"])
+
+
+@pytest.mark.parametrize("fraction", [0.1, 0.3, 0.5, 1.0])
+def test_label_budget_counts_validation_masks(tmp_path, fraction):
+    """Train + validation masks never exceed ceil(fraction x the fold's non-test masks); at 10%
+    the validation set used to hold more masks than training."""
+    import math
+
+    root = make_dataset(tmp_path / "d", n_masked=60)
+    module = _module(SegmentationDataModule, root, fraction=fraction, num_folds=5)
+    others = 60 - len(module.selection["test"])
+    n_train, n_val = len(module.selection["train"]), len(module.selection["val"])
+    assert n_train + n_val == math.ceil(fraction * others)
+    assert 1 <= n_val <= n_train
+    assert not set(module.selection["train"]) & set(module.selection["val"])

@@ -58,8 +58,8 @@ def test_splits_keep_test_out_of_train_val_and_localization(tmp_path):
     splits = make_splits(dataset, num_folds=5, val_fraction=0.2, seed=1)
     for k, fold in enumerate(splits["folds"]):
         test = set(fold["test"])
-        assert not test & set(fold["train"]) and not test & set(fold["val"])
-        assert not set(fold["train"]) & set(fold["val"])
+        assert not test & set(fold["order"])
+        assert sorted(test | set(fold["order"])) == sorted(dataset.ids)
         pool, per_fold = localization_pool(dataset, splits, k)
         assert per_fold and not test & set(pool)
 
