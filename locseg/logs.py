@@ -57,7 +57,7 @@ class DropLitLoggerTip(logging.Filter):
         return not ("Tip:" in message and "litlogger" in message)
 
 
-_TIP_FILTER = DropLitLoggerTip()
+TIP_FILTER = DropLitLoggerTip()
 
 
 def quiet_known_noise() -> None:
@@ -68,4 +68,4 @@ def quiet_known_noise() -> None:
     for message, category, _why in KNOWN_WARNINGS:
         warnings.filterwarnings("ignore", message=message, category=category)
     for name in RANK_ZERO_LOGGERS:
-        logging.getLogger(name).addFilter(_TIP_FILTER)
+        logging.getLogger(name).addFilter(TIP_FILTER)
