@@ -70,7 +70,9 @@ def test_launchers_compose(launcher, target):
 def test_sweep_templates_compose():
     cfg = compose_cfg("+sweep=segment", "sweep_dir=/tmp/s", hydra=True)
     assert cfg.phase == "segment"
-    assert cfg.hydra.sweeper.params["model.init"] == "localizer,scratch"
+    assert cfg.hydra.sweeper.params["init"] == "scratch,localizer-frozen,localizer-finetune"
     assert cfg.hydra.sweep.subdir == "segment/frac_1.0/fold_0/scratch"
-    finetune = compose_cfg("+sweep=segment_finetune", hydra=True)
+    finetune = compose_cfg("+sweep=segment", "init=localizer-finetune", hydra=True)
     assert finetune.model.freeze_encoder is False and finetune.arm == "localizer-finetune"
+    frozen = compose_cfg("+phase=segment", "init=localizer-frozen")
+    assert frozen.model.init == "localizer" and frozen.arm == "localizer-frozen"

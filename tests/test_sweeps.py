@@ -55,7 +55,7 @@ def data_root(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="module")
 def sweep(tmp_path_factory, data_root) -> Path:
-    """Localize once, then 2 fractions x 2 folds x 2 arms, then the report."""
+    """Localize once, then 2 fractions x 2 folds x the three default arms, then the report."""
     sweep = tmp_path_factory.mktemp("sweep")
     common = [f"sweep_dir={sweep}", f"data.root={data_root}", *FAST]
     locseg("locseg.train", "-m", "+sweep=localize", *common)
@@ -70,12 +70,13 @@ def test_sweep_layout_and_report(sweep):
     files = metrics_files(sweep)
     assert "localize/shared" in files and (sweep / "localize/shared/encoder.pt").is_file()
     segment = sorted(k for k in files if k.startswith("segment/"))
-    assert len(segment) == 8
-    assert "segment/frac_0.5/fold_1/localizer-frozen" in segment
+    assert len(segment) == 12
+    arms = {k.rsplit("/", 1)[1] for k in segment}
+    assert arms == {"scratch", "localizer-frozen", "localizer-finetune"}
     for name in ("results.csv", "report.md", "dice_vs_fraction.png"):
         assert (sweep / name).is_file(), name
     rows = list(csv.DictReader((sweep / "results.csv").open()))
-    assert sum(row["phase"] == "segment" for row in rows) == 8
+    assert sum(row["phase"] == "segment" for row in rows) == 12
     assert all(row["status"] == "ok" for row in rows)
 
 
@@ -108,7 +109,7 @@ def test_resume_reruns_exactly_the_missing_jobs(sweep, data_root):
     assert set(after) == set(before)
     changed = sorted(k for k in after if after[k] != before[k])
     assert changed == sorted(removed)
-    assert (result.stdout + result.stderr).count("skipping") == 6
+    assert (result.stdout + result.stderr).count("skipping") == 10
 
 
 def test_failing_jobs_do_not_stop_the_sweep_and_are_reported(tmp_path, data_root):
@@ -123,6 +124,7 @@ def test_failing_jobs_do_not_stop_the_sweep_and_are_reported(tmp_path, data_root
         *FAST,
         "data.fraction=1.0",
         "data.fold=0",
+        "init=scratch,localizer-frozen",
     )
     jobs = {k: json.loads(p.read_text()) for k, p in metrics_files(sweep).items()}
     assert jobs["segment/frac_1.0/fold_0/scratch"]["status"] == "ok"
@@ -146,7 +148,7 @@ def test_joblib_launcher_runs_jobs_in_parallel_processes(tmp_path, data_root):
         *FAST,
         "data.fraction=0.5,1.0",
         "data.fold=0",
-        "model.init=scratch",
+        "init=scratch",
     )
     jobs = [json.loads(p.read_text()) for p in sweep.rglob("metrics.json")]
     assert sorted(job["fraction"] for job in jobs) == [0.5, 1.0]
@@ -166,27 +168,32 @@ def test_submitit_local_launcher(tmp_path, data_root):
         *FAST,
         "data.fraction=1.0",
         "data.fold=0",
-        "model.init=scratch",
+        "init=scratch",
     )
     (metrics,) = sweep.rglob("metrics.json")
     assert json.loads(metrics.read_text())["status"] == "ok"
     assert list(sweep.rglob("*_submitted.pkl")) or list(sweep.rglob(".submitit"))
 
 
-def test_ddp_fit_with_two_cpu_processes(tmp_path, data_root):
+def test_ddp_fit_with_two_cpu_processes(tmp_path):
     run_dir = tmp_path / "ddp"
+    odd_root = make_dataset(tmp_path / "odd", n_masked=14)
     result = locseg(
         "locseg.train",
         "+phase=segment",
         "trainer=ddp",
         "trainer.accelerator=cpu",
         "trainer.devices=2",
-        f"data.root={data_root}",
+        f"data.root={odd_root}",
         f"hydra.run.dir={run_dir}",
         *FAST,
+        "data.batch_size=2",
     )
     metrics = json.loads((run_dir / "metrics.json").read_text())
     assert metrics["status"] == "ok" and 0 <= metrics["test"]["dice"] <= 1
+    per_image = metrics["per_image_test_dice"]  # an odd test fold: DistributedSampler pads one
+    assert len(per_image) == metrics["n_test"] == 7
+    assert metrics["test"]["dice"] == pytest.approx(sum(per_image.values()) / 7, abs=1e-6)
     assert "world_size=2" in (result.stdout + result.stderr).replace(
         " ", ""
     ) or "GLOBAL_RANK: 1" in (result.stdout + result.stderr)

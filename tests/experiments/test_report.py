@@ -143,12 +143,28 @@ def test_per_image_tests_match_images_by_id(report):
 def test_localizer_error_is_reported_beside_the_mean_centre_baseline(report):
     _, _, text = report
     row = md_table(text, "## Localizer")[0]
-    assert (row["jobs"], row["distance (px)"], row["mean-centre baseline (px)"]) == (
+    assert (row["folds"], row["distance (px)"], row["mean-centre baseline (px)"]) == (
         "1",
         "3.50",
         "9.00",
     )
     assert row["within disc radius"] == "n/a"  # absent key is allowed, shown as n/a
+
+
+def test_shared_localizer_is_summarised_over_every_test_fold():
+    from locseg.experiments.report.analyse import build_report
+
+    shared = {
+        "status": "ok",
+        "phase": "localize",
+        "arm": "localize",
+        "fraction": 1.0,
+        "test": {"dist_px": 1.0},
+        "test_folds": {"0": {"dist_px": 1.0, "image_centre_dist_px": 9.0}, "1": {"dist_px": 3.0}},
+    }
+    (row,) = build_report([shared]).localizer
+    assert row["n"] == 2 and row["dist_px"][:2] == pytest.approx((2.0, np.std([1, 3], ddof=1)))
+    assert row["image_centre_dist_px"][2] == 1
 
 
 def test_figure_is_a_valid_png(report):

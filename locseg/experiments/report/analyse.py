@@ -287,12 +287,28 @@ def _summarize_localizer(records: list[dict]) -> list[dict]:
     rows = []
     for frac in sorted(groups, key=lambda f: (math.isnan(f), f)):
         recs = groups[frac]
-        row: dict[str, Any] = {"fraction": frac, "n": len(recs)}
-        for key in ("dist_px", "baseline_dist_px", "dist_frac_width", "within_radius", "mse_px2"):
-            vals = [float(r["test"][key]) for r in recs if finite(_test_value(r, key))]
+        tests = [t for r in recs for t in localizer_tests(r)]
+        row: dict[str, Any] = {"fraction": frac, "n": len(tests)}
+        for key in LOCALIZER_KEYS:
+            vals = [float(t[key]) for t in tests if finite(t.get(key))]
             row[key] = (*_mean_std(vals), len(vals))
         rows.append(row)
     return rows
+
+
+LOCALIZER_KEYS = (
+    "dist_px",
+    "baseline_dist_px",
+    "image_centre_dist_px",
+    "dist_frac_width",
+    "within_radius",
+    "mse_px2",
+)
+
+
+def localizer_tests(rec: dict) -> list[dict]:
+    """A shared localizer is tested on every fold (``test_folds``): one test result per fold."""
+    return list((rec.get("test_folds") or {}).values()) or [rec.get("test") or {}]
 
 
 def _ordered_arms(arms: set[str], baseline: str) -> list[str]:

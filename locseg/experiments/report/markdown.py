@@ -95,8 +95,9 @@ def _md_localizer(rep: Report) -> list[str]:
     if not rep.localizer:
         return lines + ["No localization job finished.", ""]
     lines += [
-        "Mean ± std over localization jobs. The baseline predicts the mean training centre for "
-        "every image; a useful localizer is far below it.",
+        "Mean ± std over the test folds (a localizer shared by all folds is tested on each). "
+        "The baselines predict one point for every image: the mean training centre, and the "
+        "image centre; a useful localizer is far below both.",
         "",
     ]
     rows = []
@@ -105,6 +106,7 @@ def _md_localizer(rep: Report) -> list[str]:
         for key, spec in (
             ("dist_px", ".2f"),
             ("baseline_dist_px", ".2f"),
+            ("image_centre_dist_px", ".2f"),
             ("dist_frac_width", ".4f"),
             ("within_radius", ".3f"),
         ):
@@ -113,13 +115,14 @@ def _md_localizer(rep: Report) -> list[str]:
         rows.append(cells)
     header = [
         "labels",
-        "jobs",
+        "folds",
         "distance (px)",
         "mean-centre baseline (px)",
+        "image-centre baseline (px)",
         "distance / image width",
         "within disc radius",
     ]
-    return lines + _md_table(header, rows, "rrllll") + [""]
+    return lines + _md_table(header, rows, "rrlllll") + [""]
 
 
 def _result_cell(c: Comparison) -> str:
