@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
 from conftest import make_dataset
 
-from locseg.data.augment import apply_augmentation, build_augmentation
+from locseg.data.augment import apply_augmentation, build_augmentation, seed_augmentation
 from locseg.data.datamodules import LocalizationDataModule, SegmentationDataModule
 from locseg.data.dataset import DatasetError
 
@@ -146,3 +148,30 @@ def test_label_budget_counts_validation_masks(tmp_path, fraction):
     assert n_train + n_val == math.ceil(fraction * others)
     assert 1 <= n_val <= n_train
     assert not set(module.selection["train"]) & set(module.selection["val"])
+
+
+def _preset(name: str) -> dict:
+    from locseg.conf import __file__ as conf_init
+    from omegaconf import OmegaConf
+
+    path = Path(conf_init).parent / "augment" / f"{name}.yaml"
+    return dict(OmegaConf.to_container(OmegaConf.load(path)))
+
+
+def test_position_preset_breaks_the_position_prior_and_the_centre_follows():
+    """Under augment=position a constant guess misses by far more; the centre stays on the disc."""
+    spreads = {}
+    for name in ("default", "position"):
+        pipeline = build_augmentation(**_preset(name))
+        seed_augmentation(pipeline, 0)
+        centres = []
+        for _ in range(200):
+            image = np.zeros((64, 64), np.uint8)
+            image[29:36, 29:36] = 255
+            out, _, centre = apply_augmentation(pipeline, image, image.copy(), np.array([32.0, 32]))
+            ys, xs = np.nonzero(out > 127)
+            if len(xs):
+                assert np.hypot(xs.mean() - centre[0], ys.mean() - centre[1]) < 1.0
+            centres.append(centre)
+        spreads[name] = float(np.linalg.norm(np.std(centres, axis=0)))
+    assert spreads["position"] > 8.0 > 2.5 * spreads["default"]
