@@ -8,7 +8,7 @@ export WANDB_MODE ?= offline
 export WANDB_SILENT := true
 export HYDRA_FULL_ERROR := 1
 
-.PHONY: install demo drions paper test lint format bench clean
+.PHONY: install demo idrid drions ablation paper test lint format bench clean
 
 install: $(STAMP)
 
@@ -18,34 +18,51 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install -q -e ".[dev]"
 	touch $(STAMP)
 
-# One experiment = localize -> segment sweep (fraction x fold x arm) -> report.
-# $(call experiment,DATA_ARGS,SWEEP_DIR,LOCALIZE_TEMPLATE,COMMON_ARGS,SEGMENT_ARGS)
+# One experiment = localize -> segment sweep (fraction x fold x arm, three arms) -> report.
+# $(call experiment,DATA_ARGS,SWEEP_DIR,LOCALIZE_TEMPLATE,SEGMENT_ARGS)
 define experiment
-	$(BIN)/python -m locseg.train -m +sweep=$(3) $(1) sweep_dir=$(2) $(4)
-	$(BIN)/python -m locseg.train -m +sweep=segment $(1) sweep_dir=$(2) $(4) $(5)
+	$(BIN)/python -m locseg.train -m +sweep=$(3) $(1) sweep_dir=$(2) $(PARALLEL)
+	$(BIN)/python -m locseg.train -m +sweep=segment $(1) sweep_dir=$(2) $(PARALLEL) data.fraction=$(FRACTIONS) $(4)
 	$(BIN)/python -m locseg.report $(2)
 endef
-PARALLEL := hydra/launcher=joblib hydra.launcher.n_jobs=2
-FRACTIONS ?= 0.1,0.25,0.5,1.0
+PARALLEL := hydra/launcher=joblib hydra.launcher.n_jobs=2 logger=csv
+FRACTIONS ?= 0.1,0.3,1.0
 
-# The main job, on the embedded synthetic set (CPU, minutes).
+# The main job, on the embedded synthetic set (CPU, minutes): 1200 centre-only : 60 masked images.
 DEMO_DATA ?= data/synthetic
 DEMO_SWEEP ?= outputs/sweeps/demo
 demo: install
-	$(BIN)/python -m locseg.prepare synthetic $(DEMO_DATA)
-	$(call experiment,data.root=$(DEMO_DATA),$(DEMO_SWEEP),localize,logger=csv,$(PARALLEL) data.fraction=$(FRACTIONS))
+	$(BIN)/python -m locseg.prepare synthetic $(DEMO_DATA) --n-localize 1200 --n-segment 60
+	$(call experiment,data.root=$(DEMO_DATA),$(DEMO_SWEEP),localize,)
 
-# Real photographs: DRIONS-DB from ../shared (centres and masks share images: one localizer per fold).
+# Real photographs from ../shared. The localizer learns from IDRiD's 508 centre-only photographs
+# (pool=idrid-centres, copies of the masked photographs dropped by content); one localizer serves
+# every fold. idrid: segment IDRiD's 81 masks; drions: DRIONS-DB's 109 (another dataset).
+idrid: install
+	$(call experiment,data=idrid pool=idrid-centres,outputs/sweeps/idrid,localize,)
 drions: install
-	$(call experiment,data=drions,outputs/sweeps/drions,localize_per_fold $(PARALLEL),logger=csv,$(PARALLEL) data.fraction=$(FRACTIONS))
+	$(call experiment,data=drions pool=idrid-centres,outputs/sweeps/drions,localize,)
 
-# Paper scale on a GPU: 256 px, depth-4 width-32 U-Net, all ten fractions, the fine-tuned arm too.
+# Ablation on idrid-od: localizer head (linear, heatmap) x pool (own images per fold, idrid-centres)
+# x arm. Scratch runs once, in `make idrid`'s sweep, and every variant is paired with it by fold.
+ABLATION := outputs/sweeps/ablation
+ablation: idrid
+	$(BIN)/python -m locseg.train -m +sweep=localize data=idrid pool=idrid-centres localizer_head=linear sweep_dir=$(ABLATION)/linear-pool $(PARALLEL)
+	$(BIN)/python -m locseg.train -m +sweep=localize_per_fold data=idrid sweep_dir=$(ABLATION)/heatmap-own $(PARALLEL)
+	$(BIN)/python -m locseg.train -m +sweep=localize_per_fold data=idrid localizer_head=linear sweep_dir=$(ABLATION)/linear-own $(PARALLEL)
+	$(BIN)/python -m locseg.train -m +sweep=segment data=idrid pool=idrid-centres localizer_head=linear sweep_dir=$(ABLATION)/linear-pool $(PARALLEL) data.fraction=$(FRACTIONS) init=localizer-frozen,localizer-finetune
+	$(BIN)/python -m locseg.train -m +sweep=segment data=idrid sweep_dir=$(ABLATION)/heatmap-own $(PARALLEL) data.fraction=$(FRACTIONS) init=localizer-frozen,localizer-finetune
+	$(BIN)/python -m locseg.train -m +sweep=segment data=idrid localizer_head=linear sweep_dir=$(ABLATION)/linear-own $(PARALLEL) data.fraction=$(FRACTIONS) init=localizer-frozen,localizer-finetune
+	$(BIN)/python -m locseg.ablation heatmap-pool=outputs/sweeps/idrid linear-pool=$(ABLATION)/linear-pool \
+		heatmap-own=$(ABLATION)/heatmap-own linear-own=$(ABLATION)/linear-own \
+		--baseline heatmap-pool --out $(ABLATION)/ablation.md
+
+# Paper scale on a GPU: 256 px, depth-4 width-32 U-Net, all ten fractions, three arms.
 PAPER_DATA ?= data/synthetic-paper
 paper: install
 	$(BIN)/python -m locseg.prepare synthetic $(PAPER_DATA) --n-localize 3000 --n-segment 300 --size 512
-	$(call experiment,data.root=$(PAPER_DATA),outputs/sweeps/paper,localize,experiment=paper,)
-	$(BIN)/python -m locseg.train -m +sweep=segment_finetune data.root=$(PAPER_DATA) \
-		sweep_dir=outputs/sweeps/paper experiment=paper
+	$(BIN)/python -m locseg.train -m +sweep=localize data.root=$(PAPER_DATA) sweep_dir=outputs/sweeps/paper experiment=paper
+	$(BIN)/python -m locseg.train -m +sweep=segment data.root=$(PAPER_DATA) sweep_dir=outputs/sweeps/paper experiment=paper
 	$(BIN)/python -m locseg.report outputs/sweeps/paper
 
 test: install
