@@ -16,6 +16,11 @@ unchanged). Masks are area-resized like their images and thresholded at one half
 mask's centroid sits where the resized image puts the disc (nearest-neighbour sampling shifts it by
 half a source pixel). Each image's native size is kept so predictions map back to native pixels.
 
+With ``crop_fov`` each photograph is first cut to the black-padded square around its field of view
+(:mod:`locseg.data.frames`), and images, masks and centres live on that square's grid; the frame is
+stored per image, so predictions map back exactly. Without it the frame is the whole photograph
+and every array is byte-identical to the cache before frames existed.
+
 The cache is keyed by the files' content, checked for size and checksum when opened, and written
 to reserved space, so a full disk is a clear error rather than a crash.
 """
@@ -38,6 +43,13 @@ import numpy as np
 from rich.progress import track
 
 from locseg.data.dataset import FundusDataset, equivalent_radius, load_sample
+from locseg.data.frames import (
+    Frame,
+    crop_to_frame,
+    fov_frame,
+    identity_frame,
+    to_frame,
+)
 from locseg.io import atomic_path, write_json_atomic
 
 CACHE_VERSION = 2  # 2: masks area-resized on the image's grid; content-keyed; checksummed
@@ -57,9 +69,19 @@ class PreprocessConfig:
     clahe_clip: float = 2.0
     clahe_tiles: int = 8
     gamma: float = 1.2
+    crop_fov: bool = False  # cut to the square around the field of view first (no distortion)
 
     def as_dict(self) -> dict:
-        return asdict(self)
+        """The parameters; options added later appear only when switched on.
+
+        This dict keys the cache and is the compatibility record of encoders and checkpoints, so
+        leaving ``crop_fov: False`` out keeps every cache, encoder and sweep made before the
+        option valid (the pixels are identical), while ``crop_fov: True`` changes all three.
+        """
+        values = asdict(self)
+        if not self.crop_fov:
+            del values["crop_fov"]
+        return values
 
 
 def to_gray(image: np.ndarray) -> np.ndarray:
@@ -93,13 +115,36 @@ def _clahe_and_resize(config: PreprocessConfig) -> A.Compose:
     )
 
 
+def image_frame(image: np.ndarray, config: PreprocessConfig) -> Frame:
+    """The native rectangle the network sees: the FOV square with ``crop_fov``, else all of it."""
+    if config.crop_fov:
+        return fov_frame(image)
+    return identity_frame((image.shape[1], image.shape[0]))
+
+
 def preprocess_image(
-    image: np.ndarray, config: PreprocessConfig, mean: float = 0.0, std: float = 1.0
+    image: np.ndarray,
+    config: PreprocessConfig,
+    mean: float = 0.0,
+    std: float = 1.0,
+    frame: Frame | None = None,
 ) -> np.ndarray:
-    """One photograph -> uint8 (S, S) network input, at native resolution until the resize."""
+    """One photograph -> uint8 (S, S) network input, at native resolution until the resize.
+
+    The photograph is first cut to ``frame`` (found with :func:`image_frame` when not given), so
+    every caller feeds a ``crop_fov`` model what it was trained on.
+    """
+    frame = frame if frame is not None else image_frame(image, config)
+    image = crop_to_frame(image, frame)
     normalised = minmax_uint8(zscore(to_gray(image), mean, std))
     equalised = _clahe_and_resize(config)(image=normalised)["image"]
     return apply_gamma(equalised, config.gamma)
+
+
+def preprocess_framed(image: np.ndarray, config: PreprocessConfig) -> tuple[np.ndarray, Frame]:
+    """Network input and its frame: what inference needs to map the outputs back."""
+    frame = image_frame(image, config)
+    return preprocess_image(image, config, 0.0, 1.0, frame), frame
 
 
 def apply_gamma(image: np.ndarray, gamma: float) -> np.ndarray:
@@ -143,9 +188,16 @@ class PreprocessedSet:
     radii: np.ndarray  # float32 (N,) disc radius in native px, NaN where no mask
     config: PreprocessConfig
     path: Path
+    frames: np.ndarray | None = None  # int64 (N, 4) x0, y0, width, height; None = whole images
 
     def index_of(self) -> dict[str, int]:
         return {image_id: i for i, image_id in enumerate(self.ids)}
+
+    def frame(self, row: int) -> Frame:
+        """Row ``row``'s frame: centres, masks and predictions of that row live on its grid."""
+        if self.frames is None:
+            return identity_frame(tuple(int(v) for v in self.native_sizes[row]))
+        return Frame.from_list(self.frames[row])
 
 
 def default_cache_dir() -> Path:
@@ -193,7 +245,7 @@ def _build_cache(
     samples = dataset.centred()
     size, count = config.image_size, len(samples)
     folder.mkdir(parents=True, exist_ok=True)
-    meta = {"ids": [], "has_mask": [], "centers": [], "native_sizes": [], "radii": []}
+    meta = {"ids": [], "has_mask": [], "centers": [], "native_sizes": [], "radii": [], "frames": []}
     (folder / "meta.json").unlink(missing_ok=True)  # a rebuild: the old entry is invalid from now
     with (
         atomic_path(folder / "images.npy") as images_tmp,
@@ -206,14 +258,16 @@ def _build_cache(
         ):
             loaded = load_sample(sample, mask_threshold)
             height, width = loaded.image.shape[:2]
-            images[i] = preprocess_image(loaded.image, config)
+            frame = image_frame(loaded.image, config)
+            images[i] = preprocess_image(loaded.image, config, 0.0, 1.0, frame)
             has_mask = loaded.mask is not None
             if has_mask:
-                masks[i] = resize_mask(loaded.mask, size)
+                masks[i] = resize_mask(crop_to_frame(loaded.mask, frame), size)
             meta["ids"].append(sample.image_id)
             meta["has_mask"].append(has_mask)
-            meta["centers"].append(normalise_center(sample.center, (width, height)))
+            meta["centers"].append(to_frame(sample.center, frame).tolist())
             meta["native_sizes"].append([width, height])
+            meta["frames"].append(frame.as_list())
             meta["radii"].append(equivalent_radius(loaded.mask) if has_mask else float("nan"))
         images.flush()
         masks.flush()
@@ -288,4 +342,5 @@ def _load_cache(folder: Path, config: PreprocessConfig) -> PreprocessedSet:
         radii=np.asarray(meta["radii"], dtype=np.float32),
         config=config,
         path=folder,
+        frames=np.asarray(meta["frames"], dtype=np.int64) if meta.get("frames") else None,
     )
