@@ -10,6 +10,10 @@ for) or every labelled image (``data.split=all``).
 - segmenter: ``dice``/``iou`` at the network's input size (as training's test step) and
   ``dice_native``, ``iou_native``, ``hd95_native_px`` on the photograph's own pixels against the
   original mask files (:mod:`locseg.metrics_native` defines the empty-prediction case);
+- a segmenter trained on disc-centred crops (``data.roi``) needs ``loc_ckpt=LOC.ckpt``: each
+  image is cropped around the centre that localizer predicts (``roi_centres=true``: around the
+  true centre, an oracle bound), segmented, and pasted back into the photograph for the native
+  metrics; ``centre_dist_px`` is each crop centre's distance from the true centre;
 - localizer: ``dist_px`` (native pixels), ``mse_px2``, ``dist_frac_width``, the mean-training-centre
   baseline ``baseline_dist_px``, the image-centre baseline ``image_centre_dist_px`` and
   ``within_radius`` (images with a mask only).
@@ -35,6 +39,8 @@ from omegaconf import DictConfig, OmegaConf
 import locseg  # noqa: F401  (sets the no-network environment defaults first)
 from locseg.data.dataset import DatasetError, FundusDataset, load_dataset
 from locseg.data.preprocess import PreprocessedSet, default_cache_dir, preprocess_dataset
+from locseg.data.roi import RoiError, box_around, check_centre_source
+from locseg.data.roi_datamodule import CropSet, build_crops, true_centres
 from locseg.data.splits import check_fold, dataset_splits, splits_path
 from locseg.inference import (
     InferenceError,
@@ -44,6 +50,7 @@ from locseg.inference import (
     forward,
     load_model,
     module_device,
+    predict_centres,
     resolve_device,
     rows_of,
     segmentation_per_image,
@@ -160,10 +167,16 @@ def evaluate_segmenter(
     batch_size: int,
     threshold: float,
     mask_threshold: int | None,
+    crops: CropSet | None = None,
+    centre_errors: Mapping[str, float] | None = None,
 ) -> tuple[dict, dict[str, dict[str, float]]]:
-    """Means and per-image rows: input-size Dice/IoU (as training) and native Dice/IoU/HD95."""
+    """Means and per-image rows: input-size Dice/IoU (as training) and native Dice/IoU/HD95.
+
+    With ``crops`` (a crop segmenter) input-size scores are on the crops and each row also holds
+    ``centre_dist_px``, the crop centre's distance from the true centre.
+    """
     per_image = segmentation_per_image(
-        model.module, data, dataset, ids, batch_size, threshold, mask_threshold
+        model.module, data, dataset, ids, batch_size, threshold, mask_threshold, crops
     )
     rows = {
         image_id: {
@@ -175,7 +188,12 @@ def evaluate_segmenter(
         }
         for image_id, s in per_image.items()
     }
-    means = {name: _mean([r[name] for r in rows.values()]) for name in SEGMENT_COLUMNS}
+    columns = SEGMENT_COLUMNS
+    if centre_errors is not None:
+        for image_id, row in rows.items():
+            row["centre_dist_px"] = float(centre_errors[image_id])
+        columns = (*SEGMENT_COLUMNS, "centre_dist_px")
+    means = {name: _mean([r[name] for r in rows.values()]) for name in columns}
     hd95 = [r["hd95_native_px"] for r in rows.values()]
     means["hd95_undefined"] = sum(not math.isfinite(v) for v in hd95)
     return means, rows
@@ -212,6 +230,51 @@ def evaluate_localizer(
     return means, rows
 
 
+def roi_crops(
+    model: Model,
+    localizer: Model | None,
+    dataset: FundusDataset,
+    data: PreprocessedSet,
+    ids: Sequence[str],
+    centres_from: str,
+    cache_dir: Path,
+    mask_threshold: int | None,
+    batch_size: int,
+) -> tuple[CropSet, dict[str, float]]:
+    """A crop segmenter's inputs: crops around the localizer's (or the true) centres.
+
+    Returns the crops and, per image, the distance in native px from the crop's centre to the
+    true centre (0 for ``centres_from=true``).
+    """
+    truth = true_centres(data, ids)
+    if centres_from == "true":
+        centres = truth
+    else:
+        if localizer is None:
+            raise InferenceError(
+                f"{model.path}: this segmenter was trained on disc-centred crops (data.roi, "
+                f"{model.roi_side} native px); give the localizer that places them: "
+                "loc_ckpt=LOCALIZE_RUN/checkpoints/best.ckpt (or roi_centres=true for the "
+                "oracle bound)"
+            )
+        loc_data = preprocess_dataset(dataset, localizer.preprocess, cache_dir, mask_threshold)
+        centres = predict_centres(localizer.module, loc_data, ids, batch_size)
+    boxes = {i: box_around(centres[i], model.roi_side) for i in ids}
+    crops = build_crops(dataset, data, ids, boxes, model.preprocess, cache_dir, mask_threshold)
+    return crops, {i: math.dist(centres[i], truth[i]) for i in ids}
+
+
+def load_localizer(loc_ckpt: str | Path | None, device: torch.device) -> Model | None:
+    if not loc_ckpt:
+        return None
+    model = load_model(Path(loc_ckpt).expanduser(), device)
+    if model.role != "localizer":
+        raise InferenceError(
+            f"loc_ckpt={loc_ckpt} is a {model.role}'s checkpoint, not a localizer's"
+        )
+    return model
+
+
 def _mean(values: Sequence[float]) -> float:
     """Mean over the finite values (NaN marks a value that does not apply); NaN if none."""
     finite = [v for v in values if math.isfinite(v)]
@@ -235,8 +298,13 @@ def evaluate(
     batch_size: int = 16,
     device: str = "auto",
     threshold: float = 0.5,
+    loc_ckpt: str | Path | None = None,
+    roi_centres: str = "predicted",
 ) -> dict:
     """Evaluate one checkpoint; write ``output/metrics.json`` and ``output/per_image.csv``.
+
+    ``loc_ckpt`` and ``roi_centres`` (``predicted`` | ``true``) serve a segmenter trained on
+    disc-centred crops (``data.roi``); they are ignored for a whole-photograph model.
 
     Returns what metrics.json holds. Raises :class:`InferenceError` (checkpoint, options) or
     :class:`DatasetError` (data folder, fold), each naming the file or value and the fix.
@@ -244,7 +312,10 @@ def evaluate(
     start = time.perf_counter()
     check_options(batch_size, threshold)
     ckpt, output = Path(ckpt).expanduser(), Path(output).expanduser()
+    check_centre_source(roi_centres)
     model = load_model(ckpt, resolve_device(device))
+    uses_roi = model.role == "segmenter" and model.roi is not None
+    localizer = load_localizer(loc_ckpt, resolve_device(device)) if uses_roi else None
     dataset = load_dataset(root, mask_threshold)
     cache_dir = Path(cache_dir).expanduser() if cache_dir else default_cache_dir()
     run = training_run(ckpt)
@@ -252,11 +323,23 @@ def evaluate(
     options = split_options({**requested, "split_seed": split_seed}, run, dataset.root)
     ids, splits_file = select_ids(dataset, model.role, split, options, cache_dir)
     data = preprocess_dataset(dataset, model.preprocess, cache_dir, mask_threshold)
+    crops, centre_errors, warnings = None, None, []
+    if uses_roi:
+        crops, centre_errors = roi_crops(
+            model, localizer, dataset, data, ids, roi_centres, cache_dir, mask_threshold, batch_size
+        )
+        if localizer is not None and roi_centres == "predicted":
+            loc_run = training_run(localizer.path)
+            fold_k = int(options["fold"])
+            warnings += [
+                f"localizer: {w}"
+                for w in leakage_warnings(loc_run, dataset, "localizer", split, fold_k)
+            ]
     if model.role == "segmenter":
         means, rows = evaluate_segmenter(
-            model, data, dataset, ids, batch_size, threshold, mask_threshold
+            model, data, dataset, ids, batch_size, threshold, mask_threshold, crops, centre_errors
         )
-        columns = SEGMENT_COLUMNS
+        columns = SEGMENT_COLUMNS if crops is None else (*SEGMENT_COLUMNS, "centre_dist_px")
     else:
         means, rows = evaluate_localizer(model, data, ids, batch_size)
         columns = ("pred_x", "pred_y", "true_x", "true_y", *LOCALIZE_COLUMNS)
@@ -276,12 +359,23 @@ def evaluate(
         "device": str(module_device(model.module)),
         "metrics": {k: _json_number(v) for k, v in means.items()},
         "training_run": run,
-        "warnings": leakage_warnings(run, dataset, model.role, split, int(options["fold"])),
+        "roi": roi_record(model, localizer, roi_centres) if uses_roi else None,
+        "warnings": leakage_warnings(run, dataset, model.role, split, int(options["fold"]))
+        + warnings,
         "output": str(output),
         "wall_time_s": time.perf_counter() - start,
     }
     write_json_atomic(output / "metrics.json", result)
     return result
+
+
+def roi_record(model: Model, localizer: Model | None, centres_from: str) -> dict:
+    """The crop region the segmenter was trained on and where the test centres came from."""
+    return {
+        **(model.roi or {}),
+        "centres": centres_from,
+        "localizer": str(localizer.path) if localizer and centres_from == "predicted" else None,
+    }
 
 
 def _json_number(value: float | int) -> float | int | None:
@@ -330,7 +424,7 @@ def print_result(result: dict) -> None:
 
 USAGE = (
     "python -m locseg.evaluate ckpt=RUN/checkpoints/best.ckpt data.root=DIR output=OUT "
-    "[data.fold=K | data.split=all]"
+    "[data.fold=K | data.split=all] [loc_ckpt=LOC.ckpt for a segmenter trained on data.roi]"
 )
 
 
@@ -355,6 +449,8 @@ def evaluate_config(cfg: DictConfig) -> dict:
         batch_size=cfg.batch_size,
         device=cfg.device,
         threshold=cfg.threshold,
+        loc_ckpt=cfg.get("loc_ckpt"),
+        roi_centres=cfg.get("roi_centres", "predicted"),
     )
 
 
@@ -363,7 +459,7 @@ def main(cfg: DictConfig) -> None:
     """Exit 1 with the reason (naming the file or value) on bad input, 0 after writing."""
     try:
         result = evaluate_config(cfg)
-    except (InferenceError, DatasetError) as error:
+    except (InferenceError, DatasetError, RoiError) as error:
         print(f"error: {error}", file=sys.stderr)
         sys.exit(1)
     print_result(result)

@@ -10,7 +10,11 @@ preprocessed, batched and mapped back to its own pixels the same way everywhere:
 - a segmenter's (S, S) probabilities go back to the native (W, H) by bilinear interpolation with
   centre-aligned pixels (OpenCV's half-pixel convention) and are then thresholded
   (:func:`native_mask`); a localizer's normalised (u, v) become native pixels
-  (:func:`locseg.data.preprocess.native_center`).
+  (:func:`locseg.data.preprocess.native_center`);
+- a segmenter trained on disc-centred crops (``data.roi``; its checkpoint carries the crop side)
+  sees the crop around the centre the *localizer predicts*, and its probabilities are pasted back
+  into the photograph (:func:`locseg.data.roi.paste_back`), zero outside the crop: a missed
+  centre costs Dice. It cannot run without a localizer.
 """
 
 from __future__ import annotations
@@ -32,6 +36,8 @@ from locseg.data.preprocess import (
     native_center,
     preprocess_image,
 )
+from locseg.data.roi import Box, box_around, crop_input, paste_back
+from locseg.data.roi_datamodule import CHECKPOINT_ENTRY, CropSet
 from locseg.metrics_native import mask_scores, summarise_scores
 from locseg.models.localizer import LocalizerModule
 from locseg.models.losses import binary_dice, binary_iou
@@ -52,6 +58,12 @@ class Model:
     module: pl.LightningModule
     preprocess: PreprocessConfig
     path: Path
+    roi: dict | None = None  # a segmenter trained on crops: side_px, crop_size, the spec
+
+    @property
+    def roi_side(self) -> int | None:
+        """The crop side in native px, or None for a whole-photograph model."""
+        return None if self.roi is None else int(self.roi["side_px"])
 
 
 # --------------------------------------------------------------------------- options
@@ -86,8 +98,8 @@ def checkpoint_paths(ckpt: str | Path | Sequence[str | Path]) -> list[Path]:
     return [Path(str(p)).expanduser() for p in paths]
 
 
-def read_hparams(path: Path) -> dict:
-    """The hyper-parameters saved in a Lightning checkpoint; errors name the file."""
+def read_checkpoint(path: Path) -> dict:
+    """A Lightning checkpoint's dict (weights only); errors name the file."""
     if not path.is_file():
         raise InferenceError(
             f"{path}: checkpoint not found. Training writes RUN/checkpoints/best.ckpt "
@@ -97,13 +109,27 @@ def read_hparams(path: Path) -> dict:
         checkpoint = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as error:  # torch raises many types for a damaged or foreign file
         raise InferenceError(f"{path}: cannot read this checkpoint ({error})") from None
-    hparams = checkpoint.get("hyper_parameters") if isinstance(checkpoint, dict) else None
+    return checkpoint if isinstance(checkpoint, dict) else {}
+
+
+def read_hparams(path: Path, checkpoint: Mapping | None = None) -> dict:
+    """The hyper-parameters saved in a Lightning checkpoint; errors name the file."""
+    checkpoint = read_checkpoint(path) if checkpoint is None else checkpoint
+    hparams = checkpoint.get("hyper_parameters")
     if not hparams:
         raise InferenceError(
             f"{path}: not a locseg Lightning checkpoint (no saved hyper-parameters); an "
             "encoder.pt is not enough. Pass RUN/checkpoints/best.ckpt of a training run."
         )
     return dict(hparams)
+
+
+def stored_roi(checkpoint: Mapping) -> dict | None:
+    """The crop region a segmenter trained on, saved by the ROI DataModule's state_dict."""
+    for value in checkpoint.values():
+        if isinstance(value, Mapping) and isinstance(value.get(CHECKPOINT_ENTRY), Mapping):
+            return dict(value[CHECKPOINT_ENTRY])
+    return None
 
 
 def checkpoint_role(hparams: Mapping) -> str:
@@ -133,7 +159,8 @@ def load_model(path: Path, device: torch.device) -> Model:
     the checkpoint, so the original encoder.pt need not exist any more.
     """
     path = Path(path).expanduser()
-    hparams = read_hparams(path)
+    checkpoint = read_checkpoint(path)
+    hparams = read_hparams(path, checkpoint)
     role = checkpoint_role(hparams)
     overrides = {"init": "scratch", "encoder_ckpt": None} if role == "segmenter" else {}
     try:
@@ -142,7 +169,8 @@ def load_model(path: Path, device: torch.device) -> Model:
         )
     except Exception as error:
         raise InferenceError(f"{path}: cannot load this {role} checkpoint ({error})") from None
-    return Model(role, module.to(device).eval(), stored_preprocess(path, hparams), path)
+    roi = stored_roi(checkpoint) if role == "segmenter" else None
+    return Model(role, module.to(device).eval(), stored_preprocess(path, hparams), path, roi)
 
 
 def load_models(paths: Sequence[Path], device: torch.device) -> dict[str, Model]:
@@ -156,7 +184,19 @@ def load_models(paths: Sequence[Path], device: torch.device) -> dict[str, Model]
                 "give at most one localizer and one segmenter"
             )
         models[model.role] = model
+    check_roi_pair(models)
     return models
+
+
+def check_roi_pair(models: Mapping[str, Model]) -> None:
+    """A segmenter trained on crops needs the localizer that places them."""
+    segmenter = models.get("segmenter")
+    if segmenter is not None and segmenter.roi is not None and "localizer" not in models:
+        raise InferenceError(
+            f"{segmenter.path}: this segmenter was trained on disc-centred crops (data.roi, "
+            f"{segmenter.roi_side} native px), so it needs a localizer to place them: pass "
+            "ckpt=[LOCALIZER.ckpt,SEGMENTER.ckpt] (the localize run's checkpoints/best.ckpt)"
+        )
 
 
 # --------------------------------------------------------------------------- inputs
@@ -219,22 +259,70 @@ def forward(module: torch.nn.Module, inputs: np.ndarray, device: torch.device) -
     return result[:, 0] if result.ndim == 4 else result
 
 
+def whole_image_configs(models: Mapping[str, Model]) -> set[PreprocessConfig]:
+    """Preprocessings of whole photographs the models need (a crop segmenter needs none)."""
+    return {m.preprocess for m in models.values() if m.roi is None}
+
+
 def run_models(
     models: Mapping[str, Model], batch: Sequence[Loaded], device: torch.device
 ) -> dict[str, np.ndarray]:
-    """Role -> outputs on the CPU: localizer (B, 2) normalised centres, segmenter (B, S, S)."""
+    """Role -> outputs on the CPU: localizer (B, 2) normalised centres, segmenter (B, S, S).
+
+    A crop segmenter runs on the crop around the localizer's centre; ``box`` (B, 3) then holds
+    each crop's x0, y0, side in native px.
+    """
     outputs = {}
-    for role, model in models.items():
-        stack = np.stack([item.inputs[model.preprocess] for item in batch])
+    for role, model in sorted(models.items()):  # localizer before segmenter
+        if model.roi is not None:
+            boxes = [
+                box_around(native_center(uv, item.image.shape[1::-1]), model.roi_side)
+                for uv, item in zip(outputs["localizer"], batch, strict=True)
+            ]
+            pairs = zip(batch, boxes, strict=True)
+            stack = np.stack([crop_input(item.image, box, model.preprocess) for item, box in pairs])
+            outputs["box"] = np.array([box.as_list() for box in boxes], dtype=np.int64)
+        else:
+            stack = np.stack([item.inputs[model.preprocess] for item in batch])
         outputs[role] = forward(model.module, stack, device)
     return outputs
+
+
+def predict_centres(
+    localizer: torch.nn.Module, data: PreprocessedSet, ids: Sequence[str], batch_size: int = 16
+) -> dict[str, tuple[float, float]]:
+    """The localizer's centre of each image, in native px, from the cached network inputs.
+
+    ``data`` must be preprocessed as the localizer was trained (``Model.preprocess``).
+    """
+    rows = rows_of(data, ids)
+    device, was_training = module_device(localizer), localizer.training
+    centres: dict[str, tuple[float, float]] = {}
+    localizer.eval()
+    try:
+        for chunk in batches(list(zip(ids, rows, strict=True)), batch_size):
+            index = [row for _, row in chunk]
+            uv = forward(localizer, np.asarray(data.images[index]), device)
+            xy = native_center(uv, data.native_sizes[index])
+            pairs = zip(chunk, xy, strict=True)
+            centres.update({i: (float(x), float(y)) for (i, _), (x, y) in pairs})
+    finally:
+        localizer.train(was_training)
+    return centres
 
 
 # --------------------------------------------------------------------------- native size
 
 
-def native_mask(prob: np.ndarray, size_wh: tuple[int, int], threshold: float) -> np.ndarray:
-    """(S, S) probabilities -> bool (H, W): bilinear back to the native size, then threshold."""
+def native_mask(
+    prob: np.ndarray, size_wh: tuple[int, int], threshold: float, box: Box | None = None
+) -> np.ndarray:
+    """(S, S) probabilities -> bool (H, W): bilinear back to the native size, then threshold.
+
+    With ``box`` the probabilities are those of that crop, pasted back (nothing outside it).
+    """
+    if box is not None:
+        return paste_back(prob, box, size_wh) > threshold
     native = cv2.resize(prob.astype(np.float32), size_wh, interpolation=cv2.INTER_LINEAR)
     return native > threshold
 
@@ -245,16 +333,18 @@ class NativeOutput:
 
     center: np.ndarray | None  # (x, y) native px from the localizer
     mask: np.ndarray | None  # bool (H, W) from the segmenter
+    box: Box | None = None  # the crop the segmenter saw (data.roi), in native px
 
 
 def to_native(
     outputs: Mapping[str, np.ndarray], size_wh: tuple[int, int], threshold: float
 ) -> NativeOutput:
     """Per-image network outputs (role -> array) -> centre and mask at the native (W, H)."""
-    loc, prob = outputs.get("localizer"), outputs.get("segmenter")
+    loc, prob, box = outputs.get("localizer"), outputs.get("segmenter"), outputs.get("box")
     center = None if loc is None else native_center(loc, size_wh)
-    mask = None if prob is None else native_mask(prob, size_wh, threshold)
-    return NativeOutput(center, mask)
+    box = None if box is None else Box(*(int(v) for v in box))
+    mask = None if prob is None else native_mask(prob, size_wh, threshold, box)
+    return NativeOutput(center, mask, box)
 
 
 # --------------------------------------------------------------------------- labelled sets
@@ -292,29 +382,39 @@ def segmentation_per_image(
     batch_size: int = 16,
     threshold: float = 0.5,
     mask_threshold: int | None = None,
+    crops: CropSet | None = None,
 ) -> dict[str, dict[str, float]]:
     """Per image: native ``dice``, ``iou``, ``hd95_px`` and input-size ``dice_input``/``iou_input``.
 
     Native scores compare the probabilities, mapped back as :func:`native_mask` does, with the
     original mask file; input-size scores compare them with the cached mask, as training's test
-    step does. ``model`` is put in eval mode for the run and restored afterwards.
+    step does. With ``crops`` (a segmenter trained on ``data.roi``) the network sees each image's
+    crop, input-size scores use the crop's mask, and the probabilities are pasted back into the
+    photograph from the crop's box. ``model`` is put in eval mode and restored afterwards.
     """
     check_options(batch_size, threshold)
     samples, rows = masked_samples(dataset, ids), rows_of(data, ids)
+    if crops is None:
+        inputs, masks, boxes = data.images, data.masks, None
+        slots = rows
+    else:
+        inputs, masks, boxes = crops.images, crops.masks, crops
+        slots = crop_rows(crops, ids)
     device, was_training = module_device(model), model.training
     results: dict[str, dict[str, float]] = {}
     model.eval()
     try:
-        for chunk in batches(list(zip(samples, rows, strict=True)), batch_size):
-            probs = forward(model, np.stack([data.images[row] for _, row in chunk]), device)
-            cached = torch.from_numpy(np.stack([data.masks[row] for _, row in chunk]))
+        for chunk in batches(list(zip(samples, rows, slots, strict=True)), batch_size):
+            probs = forward(model, np.stack([inputs[slot] for _, _, slot in chunk]), device)
+            cached = torch.from_numpy(np.stack([masks[slot] for _, _, slot in chunk]))
             prob_t = torch.from_numpy(probs)
             dice_in = binary_dice(prob_t, cached, threshold).tolist()
             iou_in = binary_iou(prob_t, cached, threshold).tolist()
-            for k, (sample, row) in enumerate(chunk):
+            for k, (sample, row, slot) in enumerate(chunk):
                 width, height = (int(v) for v in data.native_sizes[row])
                 truth = read_mask(sample.mask_path, (height, width), mask_threshold)
-                scores = mask_scores(native_mask(probs[k], (width, height), threshold), truth)
+                box = None if boxes is None else boxes.box(slot)
+                scores = mask_scores(native_mask(probs[k], (width, height), threshold, box), truth)
                 results[sample.image_id] = {
                     **scores,
                     "dice_input": dice_in[k],
@@ -325,6 +425,15 @@ def segmentation_per_image(
     return results
 
 
+def crop_rows(crops: CropSet, ids: Sequence[str]) -> list[int]:
+    """Rows of ``ids`` in a crop set; an id without a crop is an error naming it."""
+    index_of = crops.index_of()
+    missing = [i for i in ids if i not in index_of]
+    if missing:
+        raise InferenceError(f"{crops.path}: no crop for image(s) {missing[:5]}")
+    return [index_of[i] for i in ids]
+
+
 def native_segmentation_metrics(
     model: SegmenterModule,
     data: PreprocessedSet,
@@ -333,8 +442,12 @@ def native_segmentation_metrics(
     batch_size: int = 16,
     threshold: float = 0.5,
     mask_threshold: int | None = None,
+    crops: CropSet | None = None,
 ) -> dict:
     """Dice, IoU and HD95 of a segmenter on the photographs' own pixels, for images ``ids``.
+
+    A segmenter trained on disc-centred crops is given its test ``crops`` (cut around the
+    localizer's predicted centres): its probabilities are pasted back into the photograph.
 
     Returns ``{"dice_native", "iou_native", "hd95_native_px", "hd95_undefined", "n_images",
     "per_image": {id: {"dice", "iou", "hd95_px"}}}``. ``hd95_native_px`` averages the finite
@@ -342,7 +455,7 @@ def native_segmentation_metrics(
     :mod:`locseg.metrics_native`). Runs on the model's device, without autograd.
     """
     per_image = segmentation_per_image(
-        model, data, dataset, ids, batch_size, threshold, mask_threshold
+        model, data, dataset, ids, batch_size, threshold, mask_threshold, crops
     )
     native = ("dice", "iou", "hd95_px")
     return summarise_scores({i: {k: s[k] for k in native} for i, s in per_image.items()})

@@ -6,7 +6,13 @@ parameters stored with the checkpoint, and the results are mapped back to its na
 
     OUTPUT/masks/<stem>.png      0/255 disc mask at native resolution (segmenter)
     OUTPUT/overlays/<stem>.png   mask contour and centre(s) drawn on the photograph
-    OUTPUT/centers.csv           image,width,height,loc_x,loc_y,mask_x,mask_y,mask_area_px
+    OUTPUT/centers.csv           image,width,height,loc_x,loc_y,mask_x,mask_y,mask_area_px,
+                                 roi_x0,roi_y0,roi_side
+
+A segmenter trained on disc-centred crops (``data.roi``) needs its localizer too: each photograph
+is cropped around the localizer's centre (the side stored in the segmenter's checkpoint), the
+crop is segmented and its mask pasted back into the photograph; ``roi_*`` give the crop's box in
+native px (empty for a whole-photograph segmenter), and the overlay draws it.
 
 Optional keys: ``batch_size=16 device=auto|cpu|cuda threshold=0.5``. An unreadable image is
 reported and skipped. Exit 0 when at least one image was processed, 1 otherwise.
@@ -32,6 +38,7 @@ from rich.progress import Progress
 
 import locseg  # noqa: F401  (sets the no-network environment defaults first)
 from locseg.data.dataset import IMAGE_SUFFIXES, mask_centroid, write_image
+from locseg.data.roi import Box
 from locseg.inference import (
     InferenceError,
     Loaded,
@@ -46,6 +53,7 @@ from locseg.inference import (
     resolve_device,
     run_models,
     to_native,
+    whole_image_configs,
 )
 from locseg.io import write_text_atomic
 
@@ -60,8 +68,12 @@ CSV_COLUMNS = (
     "mask_x",
     "mask_y",
     "mask_area_px",
+    "roi_x0",
+    "roi_y0",
+    "roi_side",
 )
 CONTOUR, LOC_MARK, MASK_MARK = (255, 220, 0), (255, 40, 40), (40, 160, 255)  # RGB
+ROI_BOX = (200, 200, 200)  # RGB
 
 # One error type for the command: bad arguments here, bad checkpoints in locseg.inference.
 PredictError = InferenceError
@@ -139,6 +151,7 @@ def csv_row(
     loc: np.ndarray | None,
     centroid: tuple[float, float] | None,
     area: int | None,
+    box: Box | None = None,
 ) -> dict[str, str]:
     """One centers.csv row; cells that do not apply stay empty."""
     loc_xy = (None, None) if loc is None else (float(loc[0]), float(loc[1]))
@@ -152,7 +165,14 @@ def csv_row(
         "mask_x": _fmt(mask_xy[0]),
         "mask_y": _fmt(mask_xy[1]),
         "mask_area_px": "" if area is None else str(area),
+        **roi_cells(box),
     }
+
+
+def roi_cells(box: Box | None) -> dict[str, str]:
+    """The crop's box in native px, or empty cells for a whole-photograph segmenter."""
+    values = box.as_list() if box is not None else ["", "", ""]
+    return {f"roi_{k}": str(v) for k, v in zip(("x0", "y0", "side"), values, strict=True)}
 
 
 def draw_overlay(
@@ -160,11 +180,15 @@ def draw_overlay(
     mask: np.ndarray | None,
     loc: np.ndarray | None,
     centroid: tuple[float, float] | None,
+    box: Box | None = None,
 ) -> np.ndarray:
-    """The photograph (RGB, native size) with the mask contour and the centre markers."""
+    """The photograph (RGB, native size) with the mask contour, the centre markers and the crop."""
     canvas = cv2.cvtColor(image, cv2.COLOR_GRAY2RGB) if image.ndim == 2 else image.copy()
     thickness = max(1, round(min(canvas.shape[:2]) / 300))
     marker = max(7, min(canvas.shape[:2]) // 20)
+    if box is not None:
+        corner = (box.x0 + box.side - 1, box.y0 + box.side - 1)
+        cv2.rectangle(canvas, (box.x0, box.y0), corner, ROI_BOX, thickness)
     if mask is not None:
         contours, _ = cv2.findContours(
             mask.astype(np.uint8), cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE
@@ -184,14 +208,14 @@ def save_image_outputs(
     """Write the mask and overlay of one image; return its CSV row."""
     height, width = item.image.shape[:2]
     native = to_native(outputs, (width, height), threshold)
-    loc, mask = native.center, native.mask
+    loc, mask, box = native.center, native.mask, native.box
     centroid = mask_centroid(mask) if mask is not None and mask.any() else None
     if mask is not None:
         write_image(output / "masks" / f"{item.path.stem}.png", mask.astype(np.uint8) * 255)
-    overlay = draw_overlay(item.image, mask, loc, centroid)
+    overlay = draw_overlay(item.image, mask, loc, centroid, box)
     write_image(output / "overlays" / f"{item.path.stem}.png", overlay)
     area = None if mask is None else int(mask.sum())
-    return csv_row(item.path.name, (width, height), loc, centroid, area)
+    return csv_row(item.path.name, (width, height), loc, centroid, area, box)
 
 
 def write_centers(path: Path, rows: Sequence[dict[str, str]]) -> Path:
@@ -223,7 +247,7 @@ def predict(
     images, skipped = list_inputs(Path(input).expanduser())
     models = load_models(checkpoint_paths(ckpts), target)
     output = Path(output).expanduser()
-    configs = {model.preprocess for model in models.values()}
+    configs = whole_image_configs(models)
     rows = []
     with Progress(console=console, transient=False) as progress:
         task = progress.add_task("Predicting", total=len(images))
