@@ -13,10 +13,12 @@ import numpy as np
 import pytest
 import torch
 from conftest import draw_disc_image
+from test_inference import train_roi_segmenter
 from test_train import compose_job
 
 from locseg.data.dataset import DatasetError, DatasetWriter, read_image, read_mask
 from locseg.data.preprocess import PreprocessConfig, preprocess_image
+from locseg.data.roi import RoiError
 from locseg.evaluate import evaluate, main
 from locseg.inference import InferenceError
 from locseg.models.segmenter import SegmenterModule
@@ -214,3 +216,58 @@ def test_missing_key_prints_the_usage(runs, tmp_path, monkeypatch, capsys):
     code = run_cli(monkeypatch, f"data.root={runs['data']}", f"output={tmp_path}")
     assert code == 1
     assert "missing ckpt=...; usage: python -m locseg.evaluate ckpt=" in capsys.readouterr().err
+
+
+# --------------------------------------------------------------------------- disc-centred crops
+
+
+@pytest.fixture(scope="module")
+def roi_eval(runs, tmp_path_factory) -> dict:
+    """A segmenter trained on crops of fold 0 of 3, scored around the localizer's centres."""
+    tmp = tmp_path_factory.mktemp("roi_eval")
+    module, _ = train_roi_segmenter(
+        runs["data"], runs["cache"], tmp / "roi.ckpt", steps=20, num_folds=3
+    )
+    loc, _ = best(runs["L"])
+    common = {"num_folds": 3, "cache_dir": runs["cache"], "device": "cpu"}
+    predicted = evaluate(tmp / "roi.ckpt", runs["data"], tmp / "pred", loc_ckpt=loc, **common)
+    oracle = evaluate(tmp / "roi.ckpt", runs["data"], tmp / "true", roi_centres="true", **common)
+    evaluate(loc, runs["data"], tmp / "loc", **common)
+    return {
+        "module": module,
+        "ckpt": tmp / "roi.ckpt",
+        "predicted": predicted,
+        "oracle": oracle,
+        "rows": read_csv(tmp / "pred" / "per_image.csv"),
+        "oracle_rows": read_csv(tmp / "true" / "per_image.csv"),
+        "loc_rows": read_csv(tmp / "loc" / "per_image.csv"),
+    }
+
+
+def test_roi_crops_sit_on_the_localizer_centres(roi_eval):
+    result, rows = roi_eval["predicted"], roi_eval["rows"]
+    module = roi_eval["module"]
+    assert result["n_images"] == len(module.selection["test"]) == len(rows)
+    assert result["roi"]["side_px"] == module.side_px and result["roi"]["centres"] == "predicted"
+    assert result["warnings"] == []  # the localizer kept fold 0's test images out
+    for image_id, row in rows.items():
+        # The crop's centre is the localizer's prediction: its error is the localizer's.
+        located = float(roi_eval["loc_rows"][image_id]["dist_px"])
+        assert float(row["centre_dist_px"]) == pytest.approx(located, abs=1e-3)
+    for column in ("dice_native", "centre_dist_px"):
+        assert result["metrics"][column] == pytest.approx(csv_mean(rows, column), abs=1e-6)
+
+
+def test_roi_oracle_centres_are_the_true_ones(roi_eval):
+    result, rows = roi_eval["oracle"], roi_eval["oracle_rows"]
+    assert result["roi"]["centres"] == "true" and result["roi"]["localizer"] is None
+    assert all(float(row["centre_dist_px"]) == 0.0 for row in rows.values())
+    assert set(rows) == set(roi_eval["rows"])
+
+
+def test_roi_segmenter_without_localizer_names_the_fix(roi_eval, runs, tmp_path):
+    with pytest.raises(InferenceError, match="trained on disc-centred crops .* loc_ckpt="):
+        evaluate(roi_eval["ckpt"], runs["data"], tmp_path, num_folds=3, cache_dir=runs["cache"])
+    with pytest.raises(RoiError, match="roi.test_centres='guess' is not one of predicted, true"):
+        evaluate(roi_eval["ckpt"], runs["data"], tmp_path, roi_centres="guess")
+    assert not (tmp_path / "metrics.json").exists()

@@ -11,10 +11,12 @@ import numpy as np
 import pytest
 import torch
 from conftest import draw_disc_image, make_dataset
+from test_inference import train_roi_segmenter
 from test_train import compose_job
 
 from locseg.data.dataset import load_dataset, read_image, write_image
 from locseg.data.preprocess import PreprocessConfig, preprocess_dataset, preprocess_image
+from locseg.data.roi import box_around, crop_input, paste_back
 from locseg.models.encoder_io import EncoderCheckpointError
 from locseg.models.localizer import LocalizerModule
 from locseg.models.segmenter import SegmenterModule
@@ -209,3 +211,55 @@ def test_command_line_as_documented(trained, photos, tmp_path):
     ]
     assert main(argv) == 0
     assert (out / "centers.csv").is_file() and any((out / "masks").iterdir())
+
+
+# --------------------------------------------------------------------------- disc-centred crops
+
+
+@pytest.fixture(scope="module")
+def roi_predicted(trained, photos, tmp_path_factory) -> tuple[dict, Path, Path]:
+    """A segmenter trained on 32-px crops, run with the localizer that places them."""
+    tmp = tmp_path_factory.mktemp("roi")
+    ckpt = tmp / "roi.ckpt"
+    train_roi_segmenter(trained["data"], trained["cache"], ckpt, steps=20, num_folds=3)
+    summary = predict([trained["loc"], ckpt], photos, tmp / "out", batch_size=2, device="cpu")
+    return summary, tmp / "out", ckpt
+
+
+def test_roi_masks_are_the_crop_around_the_localizer_centre_pasted_back(
+    roi_predicted, trained, photos
+):
+    summary, out, ckpt = roi_predicted
+    assert summary["processed"] == 3
+    rows = read_rows(out / "centers.csv")
+    localizer = LocalizerModule.load_from_checkpoint(trained["loc"], map_location="cpu").eval()
+    segmenter = SegmenterModule.load_from_checkpoint(
+        ckpt, map_location="cpu", weights_only=True, init="scratch", encoder_ckpt=None
+    ).eval()
+    side = torch.load(ckpt, weights_only=True)["RoiSegmentationDataModule"]["locseg_roi"]["side_px"]
+    loc_config = PreprocessConfig(**localizer.hparams.preprocess)
+    seg_config = PreprocessConfig(**segmenter.hparams.preprocess)
+    for name, (width, height) in NATIVE.items():
+        photo = read_image(photos / name)
+        pixels = torch.from_numpy(preprocess_image(photo, loc_config))[None, None].float() / 255
+        with torch.inference_mode():
+            u, v = localizer(pixels)[0].tolist()
+        box = box_around((u * width - 0.5, v * height - 0.5), side)
+        row = rows[name]
+        assert [int(row[f"roi_{k}"]) for k in ("x0", "y0", "side")] == box.as_list()
+        crop_pixels = torch.from_numpy(crop_input(photo, box, seg_config))[None, None].float()
+        with torch.inference_mode():
+            prob = segmenter(crop_pixels / 255)[0, 0].numpy()
+        expected = paste_back(prob, box, (width, height)) > 0.5
+        mask = read_image(out / "masks" / f"{Path(name).stem}.png") == 255
+        assert mask.shape == (height, width)
+        np.testing.assert_array_equal(mask, expected)
+        outside = np.ones_like(mask)
+        outside[max(box.y0, 0) : box.y0 + side, max(box.x0, 0) : box.x0 + side] = False
+        assert not mask[outside].any()  # nothing pasted outside the crop
+
+
+def test_roi_segmenter_alone_is_refused_naming_the_fix(roi_predicted, photos, tmp_path):
+    _, _, ckpt = roi_predicted
+    with pytest.raises(PredictError, match=r"disc-centred crops .* pass ckpt=\[LOCALIZER"):
+        predict(ckpt, photos, tmp_path)
