@@ -231,6 +231,7 @@ def run_job(cfg: DictConfig) -> dict | None:
     A job's identity is its config plus what the config does not show: the folds, the cached
     pixels and the encoder's bytes, so retraining the localizer or changing the data reruns it.
     """
+    locseg.quiet_known_noise()  # again here: launcher workers (joblib) do not run our imports
     run_dir = Path(cfg.paths.output_dir)
     start = time.perf_counter()
     try:

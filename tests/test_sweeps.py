@@ -137,7 +137,7 @@ def test_failing_jobs_do_not_stop_the_sweep_and_are_reported(tmp_path, data_root
 
 def test_joblib_launcher_runs_jobs_in_parallel_processes(tmp_path, data_root):
     sweep = tmp_path / "sweep"
-    locseg(
+    result = locseg(
         "locseg.train",
         "-m",
         "+sweep=segment",
@@ -153,6 +153,8 @@ def test_joblib_launcher_runs_jobs_in_parallel_processes(tmp_path, data_root):
     jobs = [json.loads(p.read_text()) for p in sweep.rglob("metrics.json")]
     assert sorted(job["fraction"] for job in jobs) == [0.5, 1.0]
     assert all(job["status"] == "ok" for job in jobs)
+    output = result.stdout + result.stderr  # worker processes are quiet too
+    assert "litlogger" not in output and "LeafSpec" not in output, output[-2000:]
 
 
 def test_submitit_local_launcher(tmp_path, data_root):

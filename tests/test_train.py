@@ -224,3 +224,11 @@ def test_sweeper_objective_is_the_validation_metric(tmp_path, data_root):
     loc_cfg = compose_job("localize", tmp_path / "L", data_root, "steps.localize=2")
     loc = run_job(loc_cfg)
     assert objective(loc_cfg, loc) == loc["val"]["dist_px"]
+
+
+def test_shared_localizer_is_tested_on_every_fold(tmp_path, data_root):
+    loc = run("localize", tmp_path / "L", data_root, "steps.localize=4")
+    folds = loc["test_folds"]
+    assert sorted(folds) == ["0", "1", "2"] and not loc["per_fold"]
+    assert folds["0"] == loc["test"]
+    assert len({round(f["baseline_dist_px"], 6) for f in folds.values()}) == 3  # other images

@@ -130,8 +130,13 @@ class FundusDataModule(pl.LightningDataModule):
     # ------------------------------------------------------------------ set-up
 
     def prepare_data(self) -> None:
-        """Build the cache and the splits file once (rank 0 only under DDP)."""
-        self._load()
+        """Build the cache and the splits file once (rank 0 only under DDP).
+
+        Lightning calls this again before every ``trainer.test``: a loaded module keeps its state
+        (e.g. the test fold set by :meth:`LocalizationDataModule.use_test_fold`).
+        """
+        if self.data is None:
+            self._load()
 
     def setup(self, stage: str | None = None) -> None:
         if self.data is None:
