@@ -34,10 +34,12 @@ from locseg.data.preprocess import (
     PreprocessConfig,
     PreprocessedSet,
     native_center,
+    preprocess_dataset,
     preprocess_image,
 )
 from locseg.data.roi import Box, box_around, crop_input, paste_back
-from locseg.data.roi_datamodule import CHECKPOINT_ENTRY, CropSet
+from locseg.data.roi_datamodule import CHECKPOINT_ENTRY, CropSet, RoiSegmentationDataModule
+from locseg.experiments.sweep import find_encoder
 from locseg.metrics_native import mask_scores, summarise_scores
 from locseg.models.localizer import LocalizerModule
 from locseg.models.losses import binary_dice, binary_iou
@@ -312,6 +314,55 @@ def predict_centres(
 
 
 # --------------------------------------------------------------------------- native size
+
+
+def roi_localizer_path(
+    localizer_ckpt: str | Path | None,
+    encoder_ckpt: str | Path | None,
+    sweep_dir: str | Path | None,
+    fold: int,
+) -> Path:
+    """The localizer checkpoint that places a crop segmenter's test crops.
+
+    ``roi.localizer_ckpt`` when given; else ``checkpoints/best.ckpt`` of the localize run whose
+    ``encoder.pt`` the job uses (``model.encoder_ckpt``, or the sweep's for this fold).
+    """
+    if localizer_ckpt:
+        path = Path(str(localizer_ckpt)).expanduser()
+    else:
+        try:
+            encoder = Path(str(encoder_ckpt)) if encoder_ckpt else find_encoder(sweep_dir, fold)
+        except FileNotFoundError as error:
+            raise InferenceError(
+                "data.roi with test_centres=predicted needs the localizer that places the test "
+                "crops: set roi.localizer_ckpt=LOCALIZE_RUN/checkpoints/best.ckpt, or "
+                f"sweep_dir=SWEEP with a localize run ({error})"
+            ) from None
+        path = encoder.expanduser().parent / "checkpoints" / "best.ckpt"
+    if not path.is_file():
+        raise InferenceError(
+            f"{path}: localizer checkpoint not found; train it first (python -m locseg.train "
+            "+phase=localize ...) or set roi.localizer_ckpt=PATH"
+        )
+    return path
+
+
+def roi_test_centres(
+    datamodule: RoiSegmentationDataModule, localizer_ckpt: Path, device: str = "cpu"
+) -> dict[str, tuple[float, float]]:
+    """The localizer's centres (native px) of the DataModule's test images.
+
+    The photographs are preprocessed as the localizer was trained (its own cache entry), not as
+    the segmenter's data, so a 64-px whole-image localizer serves 128-px crops.
+    """
+    model = load_model(localizer_ckpt, resolve_device(device))
+    if model.role != "localizer":
+        raise InferenceError(f"{localizer_ckpt}: a {model.role} checkpoint; give a localizer's")
+    data = preprocess_dataset(
+        datamodule.dataset, model.preprocess, datamodule.cache_dir, datamodule.mask_threshold
+    )
+    ids = datamodule.selection["test"]
+    return predict_centres(model.module, data, ids, datamodule.batch_size)
 
 
 def native_mask(

@@ -20,7 +20,7 @@ from locseg.data.dataset import DatasetError, DatasetWriter, read_image, read_ma
 from locseg.data.preprocess import PreprocessConfig, preprocess_image
 from locseg.data.roi import RoiError
 from locseg.evaluate import evaluate, main
-from locseg.inference import InferenceError
+from locseg.inference import InferenceError, roi_localizer_path, roi_test_centres
 from locseg.models.segmenter import SegmenterModule
 from locseg.train import run_job
 
@@ -271,3 +271,19 @@ def test_roi_segmenter_without_localizer_names_the_fix(roi_eval, runs, tmp_path)
     with pytest.raises(RoiError, match="roi.test_centres='guess' is not one of predicted, true"):
         evaluate(roi_eval["ckpt"], runs["data"], tmp_path, roi_centres="guess")
     assert not (tmp_path / "metrics.json").exists()
+
+
+def test_roi_localizer_is_found_beside_the_encoder_and_gives_the_test_centres(roi_eval, runs):
+    """What training does before testing a crop segmenter: find the localizer, run it."""
+    path = roi_localizer_path(None, runs["L"] / "encoder.pt", None, 0)
+    assert path == runs["L"] / "checkpoints" / "best.ckpt" == best(runs["L"])[0]
+    assert roi_localizer_path(path, None, None, 0) == path
+    centres = roi_test_centres(roi_eval["module"], path)
+    assert set(centres) == set(roi_eval["module"].selection["test"])
+    for image_id, (x, y) in centres.items():
+        row = roi_eval["loc_rows"][image_id]
+        assert (x, y) == pytest.approx((float(row["pred_x"]), float(row["pred_y"])), abs=1e-3)
+    with pytest.raises(InferenceError, match="set roi.localizer_ckpt=LOCALIZE_RUN"):
+        roi_localizer_path(None, None, None, 0)
+    with pytest.raises(InferenceError, match="nope.ckpt: localizer checkpoint not found"):
+        roi_localizer_path(runs["L"] / "nope.ckpt", None, None, 0)
