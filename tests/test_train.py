@@ -232,3 +232,36 @@ def test_shared_localizer_is_tested_on_every_fold(tmp_path, data_root):
     assert sorted(folds) == ["0", "1", "2"] and not loc["per_fold"]
     assert folds["0"] == loc["test"]
     assert len({round(f["baseline_dist_px"], 6) for f in folds.values()}) == 3  # other images
+
+
+def test_centre_only_folder_localizes_on_its_own(tmp_path):
+    """Validation and test are carved from its centres; segmenting it says why it cannot."""
+    from locseg.data.synthetic import generate_dataset
+
+    root = generate_dataset(tmp_path / "centres", 15, 0, size=64, progress=False)
+    loc = run("localize", tmp_path / "L", root, "steps.localize=4")
+    assert loc["per_fold"] and loc["n_test"] == 5 and loc["n_train"] + loc["n_val"] == 10
+    with pytest.raises(ValueError, match="no image has a mask"):
+        run_job(compose_job("segment", tmp_path / "S", root, "steps.segment=2"))
+
+
+def test_pool_trains_one_localizer_without_copies_of_masked_images(tmp_path):
+    """A pool folder holding a re-encoded copy of a masked image: the copy is dropped and named."""
+    import cv2
+
+    from locseg.data.dataset import load_dataset, read_image, write_image
+    from locseg.data.synthetic import generate_dataset
+
+    root = generate_dataset(tmp_path / "root", 0, 12, size=64, seed=1, progress=False)
+    masked = load_dataset(root).masked()[0]
+    pool = generate_dataset(tmp_path / "pool", 10, 0, size=96, seed=2, progress=False)
+    copy = cv2.resize(read_image(masked.image_path), (96, 96), interpolation=cv2.INTER_AREA)
+    write_image(pool / "images" / "copy_of_seg.jpg", copy)  # resized and re-encoded
+    with (pool / "centers.csv").open("a") as handle:
+        handle.write("copy_of_seg,48.0,48.0\n")
+    loc = run("localize", tmp_path / "L", root, "steps.localize=4", f"data.pool=[{pool}]")
+    assert loc["pool_dropped"] == 1 and not loc["per_fold"]
+    assert loc["n_train"] + loc["n_val"] == 10  # the pool only, without the copy
+    dropped = (tmp_path / "L" / "pool_dropped.csv").read_text().splitlines()
+    assert len(dropped) == 2 and "copy_of_seg" in dropped[1] and masked.image_id in dropped[1]
+    assert sorted(loc["test_folds"]) == ["0", "1", "2"]
