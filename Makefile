@@ -26,6 +26,7 @@ define experiment
 	$(BIN)/python -m locseg.report $(2)
 endef
 PARALLEL := hydra/launcher=joblib hydra.launcher.n_jobs=2 logger=csv
+REAL := experiment=real
 FRACTIONS ?= 0.1,0.3,1.0
 
 # The main job, on the embedded synthetic set (CPU, minutes): 1200 centre-only : 60 masked images.
@@ -39,20 +40,20 @@ demo: install
 # (pool=idrid-centres, copies of the masked photographs dropped by content); one localizer serves
 # every fold. idrid: segment IDRiD's 81 masks; drions: DRIONS-DB's 109 (another dataset).
 idrid: install
-	$(call experiment,data=idrid pool=idrid-centres,outputs/sweeps/idrid,localize,)
+	$(call experiment,data=idrid pool=idrid-centres $(REAL),outputs/sweeps/idrid,localize,)
 drions: install
-	$(call experiment,data=drions pool=idrid-centres,outputs/sweeps/drions,localize,)
+	$(call experiment,data=drions pool=idrid-centres $(REAL),outputs/sweeps/drions,localize,)
 
 # Ablation on idrid-od: localizer head (linear, heatmap) x pool (own images per fold, idrid-centres)
 # x arm. Scratch runs once, in `make idrid`'s sweep, and every variant is paired with it by fold.
 ABLATION := outputs/sweeps/ablation
 ablation: idrid
-	$(BIN)/python -m locseg.train -m +sweep=localize data=idrid pool=idrid-centres localizer_head=linear sweep_dir=$(ABLATION)/linear-pool $(PARALLEL)
-	$(BIN)/python -m locseg.train -m +sweep=localize_per_fold data=idrid sweep_dir=$(ABLATION)/heatmap-own $(PARALLEL)
-	$(BIN)/python -m locseg.train -m +sweep=localize_per_fold data=idrid localizer_head=linear sweep_dir=$(ABLATION)/linear-own $(PARALLEL)
-	$(BIN)/python -m locseg.train -m +sweep=segment data=idrid pool=idrid-centres localizer_head=linear sweep_dir=$(ABLATION)/linear-pool $(PARALLEL) data.fraction=$(FRACTIONS) init=localizer-frozen,localizer-finetune
-	$(BIN)/python -m locseg.train -m +sweep=segment data=idrid sweep_dir=$(ABLATION)/heatmap-own $(PARALLEL) data.fraction=$(FRACTIONS) init=localizer-frozen,localizer-finetune
-	$(BIN)/python -m locseg.train -m +sweep=segment data=idrid localizer_head=linear sweep_dir=$(ABLATION)/linear-own $(PARALLEL) data.fraction=$(FRACTIONS) init=localizer-frozen,localizer-finetune
+	$(BIN)/python -m locseg.train -m +sweep=localize data=idrid $(REAL) pool=idrid-centres localizer_head=linear sweep_dir=$(ABLATION)/linear-pool $(PARALLEL)
+	$(BIN)/python -m locseg.train -m +sweep=localize_per_fold data=idrid $(REAL) sweep_dir=$(ABLATION)/heatmap-own $(PARALLEL)
+	$(BIN)/python -m locseg.train -m +sweep=localize_per_fold data=idrid $(REAL) localizer_head=linear sweep_dir=$(ABLATION)/linear-own $(PARALLEL)
+	$(BIN)/python -m locseg.train -m +sweep=segment data=idrid $(REAL) pool=idrid-centres localizer_head=linear sweep_dir=$(ABLATION)/linear-pool $(PARALLEL) data.fraction=$(FRACTIONS) init=localizer-frozen,localizer-finetune
+	$(BIN)/python -m locseg.train -m +sweep=segment data=idrid $(REAL) sweep_dir=$(ABLATION)/heatmap-own $(PARALLEL) data.fraction=$(FRACTIONS) init=localizer-frozen,localizer-finetune
+	$(BIN)/python -m locseg.train -m +sweep=segment data=idrid $(REAL) localizer_head=linear sweep_dir=$(ABLATION)/linear-own $(PARALLEL) data.fraction=$(FRACTIONS) init=localizer-frozen,localizer-finetune
 	$(BIN)/python -m locseg.ablation heatmap-pool=outputs/sweeps/idrid linear-pool=$(ABLATION)/linear-pool \
 		heatmap-own=$(ABLATION)/heatmap-own linear-own=$(ABLATION)/linear-own \
 		--baseline heatmap-pool --out $(ABLATION)/ablation.md
