@@ -80,6 +80,8 @@ class FundusSamples(Dataset):
             "mask": torch.from_numpy(np.ascontiguousarray(mask)).unsqueeze(0).float(),
             "center": torch.from_numpy((center_px + 0.5) / size).float(),
             "native_size": torch.from_numpy(data.native_sizes[row]),
+            # the native px the S x S input shows (= native_size without data.preprocess.crop_fov)
+            "frame_size": torch.tensor(data.frame(row).as_list()[2:], dtype=torch.float32),
             "radius": torch.tensor(data.radii[row]),
             "index": torch.tensor(row),
         }

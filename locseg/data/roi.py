@@ -23,6 +23,7 @@ from dataclasses import asdict, dataclass, replace
 import cv2
 import numpy as np
 
+from locseg.data.frames import identity_frame
 from locseg.data.preprocess import PreprocessConfig, preprocess_image, resize_mask
 
 CENTRE_SOURCES = ("predicted", "true")
@@ -148,9 +149,12 @@ def crop_input(image_native: np.ndarray, box: Box, config: PreprocessConfig) -> 
 
     Gray, min-max and CLAHE see the crop at native resolution (CLAHE's tiles then span the disc's
     neighbourhood, not the whole fundus); the resize to ``config.image_size`` comes last, as
-    :func:`locseg.data.preprocess.preprocess_image` does for whole photographs.
+    :func:`locseg.data.preprocess.preprocess_image` does for whole photographs. The crop is its
+    own frame: ``config.crop_fov`` (the field-of-view square of whole photographs) is not applied
+    to it again, so a ``crop_fov`` DataModule's crops are those of a plain one.
     """
-    return preprocess_image(cut(image_native, box), config)
+    piece = cut(image_native, box)
+    return preprocess_image(piece, config, 0.0, 1.0, identity_frame((box.side, box.side)))
 
 
 def paste_back(prob_small: np.ndarray, box: Box, native_wh: Sequence[int]) -> np.ndarray:

@@ -29,6 +29,7 @@ from torch.utils.data import DataLoader
 from locseg.data.augment import apply_augmentation, build_augmentation
 from locseg.data.datamodules import FundusSamples, SegmentationDataModule, seed_worker
 from locseg.data.dataset import DatasetError, FundusDataset, load_sample
+from locseg.data.frames import from_frame
 from locseg.data.preprocess import (
     PreprocessConfig,
     PreprocessedSet,
@@ -156,12 +157,20 @@ def _write_crops(
 
 
 def true_centres(data: PreprocessedSet, ids: Sequence[str]) -> dict[str, tuple[float, float]]:
-    """Labelled centres in native px (pixel centres on integers)."""
+    """Labelled centres in native px (pixel centres on integers).
+
+    The cache stores them normalised in each image's frame (the field-of-view square with
+    ``crop_fov``); the whole-photograph frame keeps the plain ``u * W - 0.5``.
+    """
     index_of = data.index_of()
     out = {}
     for image_id in ids:
         row = index_of[image_id]
-        x, y = data.centers[row] * data.native_sizes[row] - 0.5
+        frame = data.frame(row)
+        if frame.is_identity(data.native_sizes[row]):
+            x, y = data.centers[row] * data.native_sizes[row] - 0.5
+        else:
+            x, y = from_frame(data.centers[row], frame)
         out[image_id] = (float(x), float(y))
     return out
 
@@ -324,6 +333,10 @@ class RoiSegmentationDataModule(SegmentationDataModule):
                 "for the oracle bound"
             )
         return self.test_centres
+
+    def val_crops(self) -> CropSet:
+        """The validation crops (around the true centres): where post-processing is chosen."""
+        return self._part_crops("val")
 
     def test_crops(self) -> CropSet:
         """The test crops (around the given or true centres), as the native metrics need them."""

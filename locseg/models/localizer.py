@@ -38,10 +38,14 @@ ERROR_METRICS = (
 
 
 def pixel_distance(
-    pred: torch.Tensor, center: torch.Tensor, native_size: torch.Tensor
+    pred: torch.Tensor, center: torch.Tensor, frame_size: torch.Tensor
 ) -> torch.Tensor:
-    """Euclidean distance (B,) in native pixels between normalised (x/W, y/H) points."""
-    return ((pred.float() - center.float()) * native_size.float()).norm(dim=1)
+    """Euclidean distance (B,) in native pixels between points normalised in the input's frame.
+
+    ``frame_size`` (B, 2) is the (width, height) in native px that the network's input shows:
+    the whole photograph (then it is the native size) or the square around its field of view.
+    """
+    return ((pred.float() - center.float()) * frame_size.float()).norm(dim=1)
 
 
 def localization_errors(
@@ -50,20 +54,25 @@ def localization_errors(
     native_size: torch.Tensor,
     radius: torch.Tensor,
     baseline: torch.Tensor,
+    frame_size: torch.Tensor | None = None,
 ) -> dict[str, torch.Tensor]:
     """Per-image errors (each (B,)) in native pixels, plus which images have a known radius.
 
-    ``within_radius`` is 0 where the radius is unknown (NaN); weight it by ``radius_known``.
+    Distances scale by ``frame_size`` (default: ``native_size``, the whole-photograph frame);
+    ``dist_frac_width`` stays a fraction of the photograph's native width. The image-centre
+    baseline is the frame's centre, (0.5, 0.5) in frame coordinates. ``within_radius`` is 0
+    where the radius is unknown (NaN); weight it by ``radius_known``.
     """
-    dist = pixel_distance(pred, center, native_size)
+    frame_size = native_size if frame_size is None else frame_size
+    dist = pixel_distance(pred, center, frame_size)
     radius = radius.float()
     known = ~torch.isnan(radius)
     return {
         "dist_px": dist,
         "mse_px2": dist.square(),
         "dist_frac_width": dist / native_size[:, 0].float(),
-        "baseline_dist_px": pixel_distance(baseline.expand_as(center), center, native_size),
-        "image_centre_dist_px": pixel_distance(torch.full_like(center, 0.5), center, native_size),
+        "baseline_dist_px": pixel_distance(baseline.expand_as(center), center, frame_size),
+        "image_centre_dist_px": pixel_distance(torch.full_like(center, 0.5), center, frame_size),
         "within_radius": (known & (dist < radius)).float(),
         "radius_known": known.float(),
     }
@@ -85,8 +94,10 @@ class LocalizerModule(TrainLossModule):
     regulariser towards a Gaussian of ``heatmap_sigma`` bottleneck cells at the true centre (off
     by default). Only the encoder is handed on, whatever the head.
 
-    Batch: ``image`` (B,1,S,S) in [0,1], ``center`` (B,2) normalised, ``native_size`` (B,2) (W,H)
-    in px, ``radius`` (B,) disc radius in native px (NaN if unknown), ``index`` (B,).
+    Batch: ``image`` (B,1,S,S) in [0,1], ``center`` (B,2) normalised in the input's frame,
+    ``native_size`` (B,2) (W,H) in px, optionally ``frame_size`` (B,2) the native px the input
+    shows (``data.preprocess.crop_fov``; default ``native_size``), ``radius`` (B,) disc radius in
+    native px (NaN if unknown), ``index`` (B,).
     """
 
     lr_key = "lr.localize"
@@ -163,6 +174,7 @@ class LocalizerModule(TrainLossModule):
             batch["native_size"],
             batch["radius"],
             self.baseline_center,
+            batch.get("frame_size"),
         )
         metrics = self.stage_metrics[stage]
         metrics["loss"].update(loss.detach(), weight=pred.shape[0])
