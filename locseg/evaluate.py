@@ -9,7 +9,9 @@ for) or every labelled image (``data.split=all``).
 
 - segmenter: ``dice``/``iou`` at the network's input size (as training's test step) and
   ``dice_native``, ``iou_native``, ``hd95_native_px`` on the photograph's own pixels against the
-  original mask files (:mod:`locseg.metrics_native` defines the empty-prediction case);
+  original mask files (:mod:`locseg.metrics_native` defines the empty-prediction case), mapped
+  back through each image's frame (``data.preprocess.crop_fov``); ``postprocess.largest``,
+  ``postprocess.fill`` and ``postprocess.tta`` switch on the clean-ups and flip TTA;
 - a segmenter trained on disc-centred crops (``data.roi``) needs ``loc_ckpt=LOC.ckpt``: each
   image is cropped around the centre that localizer predicts (``roi_centres=true``: around the
   true centre, an oracle bound), segmented, and pasted back into the photograph for the native
@@ -46,6 +48,7 @@ from locseg.inference import (
     InferenceError,
     Model,
     batches,
+    centre_to_native,
     check_options,
     forward,
     load_model,
@@ -57,6 +60,7 @@ from locseg.inference import (
 )
 from locseg.io import write_json_atomic, write_text_atomic
 from locseg.models.localizer import localization_errors
+from locseg.postprocess import PostProcess
 
 log = logging.getLogger("locseg.evaluate")
 
@@ -169,14 +173,16 @@ def evaluate_segmenter(
     mask_threshold: int | None,
     crops: CropSet | None = None,
     centre_errors: Mapping[str, float] | None = None,
+    post: PostProcess | None = None,
 ) -> tuple[dict, dict[str, dict[str, float]]]:
     """Means and per-image rows: input-size Dice/IoU (as training) and native Dice/IoU/HD95.
 
     With ``crops`` (a crop segmenter) input-size scores are on the crops and each row also holds
-    ``centre_dist_px``, the crop centre's distance from the true centre.
+    ``centre_dist_px``, the crop centre's distance from the true centre. ``post``: flip TTA and
+    mask clean-ups (:class:`locseg.postprocess.PostProcess`), off by default.
     """
     per_image = segmentation_per_image(
-        model.module, data, dataset, ids, batch_size, threshold, mask_threshold, crops
+        model.module, data, dataset, ids, batch_size, threshold, mask_threshold, crops, post
     )
     rows = {
         image_id: {
@@ -209,13 +215,16 @@ def evaluate_localizer(
     rows: dict[str, dict[str, float]] = {}
     for chunk in batches(list(zip(ids, rows_idx, strict=True)), batch_size):
         index = [row for _, row in chunk]
+        frames = [data.frame(row) for row in index]
         pred = torch.from_numpy(forward(model.module, data.images[index], device))
         center = torch.from_numpy(data.centers[index])
         size = torch.from_numpy(data.native_sizes[index])
+        frame_size = torch.tensor([f.as_list()[2:] for f in frames], dtype=torch.float32)
         errors = localization_errors(
-            pred, center, size, torch.from_numpy(data.radii[index]), baseline
+            pred, center, size, torch.from_numpy(data.radii[index]), baseline, frame_size
         )
-        pred_px, true_px = (pred * size - 0.5).tolist(), (center * size - 0.5).tolist()
+        pred_px = native_centres(pred.numpy(), frames, size.numpy())
+        true_px = native_centres(center.numpy(), frames, size.numpy())
         for k, (image_id, _) in enumerate(chunk):
             known = bool(errors["radius_known"][k])
             rows[image_id] = {
@@ -228,6 +237,11 @@ def evaluate_localizer(
             }
     means = {name: _mean([r[name] for r in rows.values()]) for name in LOCALIZE_COLUMNS}
     return means, rows
+
+
+def native_centres(uv: np.ndarray, frames: Sequence, sizes: np.ndarray) -> list[np.ndarray]:
+    """(B, 2) normalised centres, each in its frame -> native (x, y) px."""
+    return [centre_to_native(p, f, s) for p, f, s in zip(uv, frames, sizes, strict=True)]
 
 
 def roi_crops(
@@ -300,11 +314,15 @@ def evaluate(
     threshold: float = 0.5,
     loc_ckpt: str | Path | None = None,
     roi_centres: str = "predicted",
+    postprocess: Mapping | PostProcess | None = None,
 ) -> dict:
     """Evaluate one checkpoint; write ``output/metrics.json`` and ``output/per_image.csv``.
 
     ``loc_ckpt`` and ``roi_centres`` (``predicted`` | ``true``) serve a segmenter trained on
     disc-centred crops (``data.roi``); they are ignored for a whole-photograph model.
+    ``postprocess`` (``{largest, fill, tta}``, all off by default) applies to a segmenter's
+    native masks; a training run records the switches its validation images chose
+    (``postprocess_choice`` in its metrics.json).
 
     Returns what metrics.json holds. Raises :class:`InferenceError` (checkpoint, options) or
     :class:`DatasetError` (data folder, fold), each naming the file or value and the fix.
@@ -313,6 +331,8 @@ def evaluate(
     check_options(batch_size, threshold)
     ckpt, output = Path(ckpt).expanduser(), Path(output).expanduser()
     check_centre_source(roi_centres)
+    post = postprocess if isinstance(postprocess, PostProcess) else None
+    post = post or PostProcess.from_options(postprocess)
     model = load_model(ckpt, resolve_device(device))
     uses_roi = model.role == "segmenter" and model.roi is not None
     localizer = load_localizer(loc_ckpt, resolve_device(device)) if uses_roi else None
@@ -337,7 +357,16 @@ def evaluate(
             ]
     if model.role == "segmenter":
         means, rows = evaluate_segmenter(
-            model, data, dataset, ids, batch_size, threshold, mask_threshold, crops, centre_errors
+            model,
+            data,
+            dataset,
+            ids,
+            batch_size,
+            threshold,
+            mask_threshold,
+            crops,
+            centre_errors,
+            post,
         )
         columns = SEGMENT_COLUMNS if crops is None else (*SEGMENT_COLUMNS, "centre_dist_px")
     else:
@@ -355,6 +384,7 @@ def evaluate(
         "splits_file": str(splits_file) if splits_file else None,
         "n_images": len(ids),
         "threshold": threshold if model.role == "segmenter" else None,
+        "postprocess": post.as_dict() if model.role == "segmenter" else None,
         "preprocess": model.preprocess.as_dict(),
         "device": str(module_device(model.module)),
         "metrics": {k: _json_number(v) for k, v in means.items()},
@@ -451,6 +481,7 @@ def evaluate_config(cfg: DictConfig) -> dict:
         threshold=cfg.threshold,
         loc_ckpt=cfg.get("loc_ckpt"),
         roi_centres=cfg.get("roi_centres", "predicted"),
+        postprocess=OmegaConf.to_container(cfg.postprocess) if cfg.get("postprocess") else None,
     )
 
 

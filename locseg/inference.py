@@ -7,10 +7,16 @@ preprocessed, batched and mapped back to its own pixels the same way everywhere:
 - a checkpoint carries the preprocessing it was trained with; :func:`load_model` restores both;
 - network inputs are uint8 (S, S) arrays, fed as (B, 1, S, S) floats in [0, 1] exactly as the
   training cache is (:func:`forward`);
-- a segmenter's (S, S) probabilities go back to the native (W, H) by bilinear interpolation with
-  centre-aligned pixels (OpenCV's half-pixel convention) and are then thresholded
-  (:func:`native_mask`); a localizer's normalised (u, v) become native pixels
-  (:func:`locseg.data.preprocess.native_center`);
+- every network input is the photograph's *frame* (:mod:`locseg.data.frames`): the whole
+  photograph stretched (the default) or the square around its field of view
+  (``data.preprocess.crop_fov``); outputs go back through that frame. A segmenter's (S, S)
+  probabilities are resized bilinearly (OpenCV's half-pixel convention) onto the frame, placed in
+  the photograph and then thresholded (:func:`native_mask`); a localizer's normalised (u, v)
+  become native pixels (:func:`centre_to_native`). For the whole-photograph frame both are
+  exactly what they were before frames existed;
+- post-processing (:class:`locseg.postprocess.PostProcess`): horizontal-flip TTA on the
+  probabilities, then largest component and hole filling on the native mask, all off by
+  default; :func:`choose_native_postprocess` decides them on validation images;
 - a segmenter trained on disc-centred crops (``data.roi``; its checkpoint carries the crop side)
   sees the crop around the centre the *localizer predicts*, and its probabilities are pasted back
   into the photograph (:func:`locseg.data.roi.paste_back`), zero outside the crop: a missed
@@ -30,20 +36,22 @@ import torch
 
 import locseg  # noqa: F401  (sets the no-network environment defaults first)
 from locseg.data.dataset import DatasetError, FundusDataset, Sample, read_image, read_mask
+from locseg.data.frames import Frame, from_frame, identity_frame, mask_from_frame
 from locseg.data.preprocess import (
     PreprocessConfig,
     PreprocessedSet,
     native_center,
     preprocess_dataset,
-    preprocess_image,
+    preprocess_framed,
 )
 from locseg.data.roi import Box, box_around, crop_input, paste_back
 from locseg.data.roi_datamodule import CHECKPOINT_ENTRY, CropSet, RoiSegmentationDataModule
 from locseg.experiments.sweep import find_encoder
-from locseg.metrics_native import mask_scores, summarise_scores
+from locseg.metrics_native import dice, mask_scores, summarise_scores
 from locseg.models.localizer import LocalizerModule
 from locseg.models.losses import binary_dice, binary_iou
 from locseg.models.segmenter import SegmenterModule
+from locseg.postprocess import PostProcess, choose_switches, hflip_tta
 
 ROLES = {"localizer": LocalizerModule, "segmenter": SegmenterModule}
 
@@ -206,16 +214,19 @@ def check_roi_pair(models: Mapping[str, Model]) -> None:
 
 @dataclass
 class Loaded:
-    """One decoded photograph and its network input for each preprocessing in use."""
+    """One decoded photograph, its network input and frame for each preprocessing in use."""
 
     path: Path
     image: np.ndarray
     inputs: dict[PreprocessConfig, np.ndarray]
+    frames: dict[PreprocessConfig, Frame]
 
 
 def load_input(path: Path, configs: set[PreprocessConfig]) -> Loaded:
     image = read_image(path)
-    return Loaded(path, image, {config: preprocess_image(image, config) for config in configs})
+    framed = {config: preprocess_framed(image, config) for config in configs}
+    inputs = {config: pixels for config, (pixels, _) in framed.items()}
+    return Loaded(path, image, inputs, {config: frame for config, (_, frame) in framed.items()})
 
 
 def first_sentence(message: str) -> str:
@@ -261,24 +272,51 @@ def forward(module: torch.nn.Module, inputs: np.ndarray, device: torch.device) -
     return result[:, 0] if result.ndim == 4 else result
 
 
+def segment(
+    module: torch.nn.Module, inputs: np.ndarray, device: torch.device, tta: bool = False
+) -> np.ndarray:
+    """A segmenter's (B, S, S) probabilities, averaged with the mirrored image's when ``tta``."""
+    if not tta:
+        return forward(module, inputs, device)
+    return hflip_tta(lambda images: forward(module, images, device), inputs).astype(np.float32)
+
+
+def centre_to_native(uv: np.ndarray, frame: Frame, size_wh) -> np.ndarray:
+    """A localizer's normalised (u, v) in ``frame`` -> native (x, y) px.
+
+    The whole-photograph frame keeps the arithmetic (and dtype) of
+    :func:`locseg.data.preprocess.native_center` on ``size_wh`` as given, so ``crop_fov=false``
+    results are bit for bit what they were before frames.
+    """
+    if frame.is_identity(size_wh):
+        return native_center(uv, size_wh)
+    return from_frame(uv, frame)
+
+
 def whole_image_configs(models: Mapping[str, Model]) -> set[PreprocessConfig]:
     """Preprocessings of whole photographs the models need (a crop segmenter needs none)."""
     return {m.preprocess for m in models.values() if m.roi is None}
 
 
 def run_models(
-    models: Mapping[str, Model], batch: Sequence[Loaded], device: torch.device
+    models: Mapping[str, Model], batch: Sequence[Loaded], device: torch.device, tta: bool = False
 ) -> dict[str, np.ndarray]:
     """Role -> outputs on the CPU: localizer (B, 2) normalised centres, segmenter (B, S, S).
 
-    A crop segmenter runs on the crop around the localizer's centre; ``box`` (B, 3) then holds
-    each crop's x0, y0, side in native px.
+    ``<role>_frame`` (B, 4) holds each input's frame (x0, y0, width, height in native px), what
+    :func:`to_native` maps the outputs back through. A crop segmenter runs on the crop around the
+    localizer's centre; ``box`` (B, 3) then holds each crop's x0, y0, side in native px.
+    ``tta`` averages the segmenter's probabilities with those of the mirrored input.
     """
     outputs = {}
     for role, model in sorted(models.items()):  # localizer before segmenter
         if model.roi is not None:
+            loc = models["localizer"].preprocess
             boxes = [
-                box_around(native_center(uv, item.image.shape[1::-1]), model.roi_side)
+                box_around(
+                    centre_to_native(uv, item.frames[loc], item.image.shape[1::-1]),
+                    model.roi_side,
+                )
                 for uv, item in zip(outputs["localizer"], batch, strict=True)
             ]
             pairs = zip(batch, boxes, strict=True)
@@ -286,7 +324,12 @@ def run_models(
             outputs["box"] = np.array([box.as_list() for box in boxes], dtype=np.int64)
         else:
             stack = np.stack([item.inputs[model.preprocess] for item in batch])
-        outputs[role] = forward(model.module, stack, device)
+            frames = [item.frames[model.preprocess].as_list() for item in batch]
+            outputs[f"{role}_frame"] = np.array(frames, dtype=np.int64)
+        if role == "segmenter":
+            outputs[role] = segment(model.module, stack, device, tta)
+        else:
+            outputs[role] = forward(model.module, stack, device)
     return outputs
 
 
@@ -305,9 +348,9 @@ def predict_centres(
         for chunk in batches(list(zip(ids, rows, strict=True)), batch_size):
             index = [row for _, row in chunk]
             uv = forward(localizer, np.asarray(data.images[index]), device)
-            xy = native_center(uv, data.native_sizes[index])
-            pairs = zip(chunk, xy, strict=True)
-            centres.update({i: (float(x), float(y)) for (i, _), (x, y) in pairs})
+            for (image_id, row), point in zip(chunk, uv, strict=True):
+                x, y = centre_to_native(point, data.frame(row), data.native_sizes[row])
+                centres[image_id] = (float(x), float(y))
     finally:
         localizer.train(was_training)
     return centres
@@ -365,17 +408,43 @@ def roi_test_centres(
     return predict_centres(model.module, data, ids, datamodule.batch_size)
 
 
-def native_mask(
-    prob: np.ndarray, size_wh: tuple[int, int], threshold: float, box: Box | None = None
-) -> np.ndarray:
-    """(S, S) probabilities -> bool (H, W): bilinear back to the native size, then threshold.
+def native_size(data: PreprocessedSet, row: int) -> tuple[int, int]:
+    width, height = (int(v) for v in data.native_sizes[row])
+    return width, height
 
-    With ``box`` the probabilities are those of that crop, pasted back (nothing outside it).
+
+def native_probability(
+    prob: np.ndarray,
+    size_wh: tuple[int, int],
+    box: Box | None = None,
+    frame: Frame | None = None,
+) -> np.ndarray:
+    """(S, S) probabilities -> float32 (H, W) on the photograph's pixels.
+
+    With ``box`` they are a crop's, pasted back; else the network saw ``frame`` (None: the
+    whole photograph, stretched), and they go back through it (zero outside it).
     """
     if box is not None:
-        return paste_back(prob, box, size_wh) > threshold
-    native = cv2.resize(prob.astype(np.float32), size_wh, interpolation=cv2.INTER_LINEAR)
-    return native > threshold
+        return paste_back(prob, box, size_wh)
+    frame = frame if frame is not None else identity_frame(size_wh)
+    return mask_from_frame(prob, frame, size_wh)
+
+
+def native_mask(
+    prob: np.ndarray,
+    size_wh: tuple[int, int],
+    threshold: float,
+    box: Box | None = None,
+    frame: Frame | None = None,
+    post: PostProcess | None = None,
+) -> np.ndarray:
+    """(S, S) probabilities -> bool (H, W): back to the native pixels, threshold, clean up.
+
+    :func:`native_probability` maps them back (crop ``box`` or ``frame``); ``post`` applies the
+    largest-component and hole-filling switches to the thresholded mask.
+    """
+    mask = native_probability(prob, size_wh, box, frame) > threshold
+    return mask if post is None else post.apply(mask)
 
 
 @dataclass
@@ -388,13 +457,27 @@ class NativeOutput:
 
 
 def to_native(
-    outputs: Mapping[str, np.ndarray], size_wh: tuple[int, int], threshold: float
+    outputs: Mapping[str, np.ndarray],
+    size_wh: tuple[int, int],
+    threshold: float,
+    post: PostProcess | None = None,
 ) -> NativeOutput:
-    """Per-image network outputs (role -> array) -> centre and mask at the native (W, H)."""
+    """Per-image network outputs (role -> array) -> centre and mask at the native (W, H).
+
+    Each output goes back through its ``<role>_frame`` (the whole photograph when absent).
+    """
     loc, prob, box = outputs.get("localizer"), outputs.get("segmenter"), outputs.get("box")
-    center = None if loc is None else native_center(loc, size_wh)
+    frames = {
+        role: Frame.from_list(outputs[f"{role}_frame"]) if f"{role}_frame" in outputs else None
+        for role in ("localizer", "segmenter")
+    }
+    center = None
+    if loc is not None:
+        center = centre_to_native(loc, frames["localizer"] or identity_frame(size_wh), size_wh)
     box = None if box is None else Box(*(int(v) for v in box))
-    mask = None if prob is None else native_mask(prob, size_wh, threshold, box)
+    mask = None
+    if prob is not None:
+        mask = native_mask(prob, size_wh, threshold, box, frames["segmenter"], post)
     return NativeOutput(center, mask, box)
 
 
@@ -425,6 +508,51 @@ def masked_samples(dataset: FundusDataset, ids: Sequence[str]) -> list[Sample]:
     return [by_id[i] for i in ids]
 
 
+def native_predictions(
+    model: torch.nn.Module,
+    data: PreprocessedSet,
+    dataset: FundusDataset,
+    ids: Sequence[str],
+    batch_size: int = 16,
+    threshold: float = 0.5,
+    mask_threshold: int | None = None,
+    crops: CropSet | None = None,
+    tta: bool = False,
+) -> Iterator[tuple[str, np.ndarray, np.ndarray, float, float]]:
+    """Per image of ``ids``: (id, native probabilities (H, W), true mask, input Dice, input IoU).
+
+    The network sees the cached input (whole-photograph frame) or, with ``crops``, the image's
+    crop; its probabilities go back through the frame or the crop's box
+    (:func:`native_probability`). Input-size Dice/IoU compare them with the cached (or crop)
+    mask at ``threshold``, as training's test step does. ``model`` is put in eval mode and
+    restored afterwards.
+    """
+    check_options(batch_size, threshold)
+    samples, rows = masked_samples(dataset, ids), rows_of(data, ids)
+    if crops is None:
+        inputs, masks, slots = data.images, data.masks, rows
+    else:
+        inputs, masks, slots = crops.images, crops.masks, crop_rows(crops, ids)
+    device, was_training = module_device(model), model.training
+    model.eval()
+    try:
+        for chunk in batches(list(zip(samples, rows, slots, strict=True)), batch_size):
+            stack = np.stack([inputs[slot] for _, _, slot in chunk])
+            probs = segment(model, stack, device, tta)
+            cached = torch.from_numpy(np.stack([masks[slot] for _, _, slot in chunk]))
+            prob_t = torch.from_numpy(probs)
+            dice_in = binary_dice(prob_t, cached, threshold).tolist()
+            iou_in = binary_iou(prob_t, cached, threshold).tolist()
+            for k, (sample, row, slot) in enumerate(chunk):
+                width, height = native_size(data, row)
+                truth = read_mask(sample.mask_path, (height, width), mask_threshold)
+                box = None if crops is None else crops.box(slot)
+                native = native_probability(probs[k], (width, height), box, data.frame(row))
+                yield sample.image_id, native, truth, dice_in[k], iou_in[k]
+    finally:
+        model.train(was_training)
+
+
 def segmentation_per_image(
     model: torch.nn.Module,
     data: PreprocessedSet,
@@ -434,46 +562,81 @@ def segmentation_per_image(
     threshold: float = 0.5,
     mask_threshold: int | None = None,
     crops: CropSet | None = None,
+    post: PostProcess | None = None,
 ) -> dict[str, dict[str, float]]:
     """Per image: native ``dice``, ``iou``, ``hd95_px`` and input-size ``dice_input``/``iou_input``.
 
-    Native scores compare the probabilities, mapped back as :func:`native_mask` does, with the
-    original mask file; input-size scores compare them with the cached mask, as training's test
-    step does. With ``crops`` (a segmenter trained on ``data.roi``) the network sees each image's
-    crop, input-size scores use the crop's mask, and the probabilities are pasted back into the
-    photograph from the crop's box. ``model`` is put in eval mode and restored afterwards.
+    Native scores compare the probabilities, mapped back as :func:`native_mask` does (through the
+    image's frame, ``data.frame(row)``), with the original mask file; input-size scores compare
+    them with the cached mask, as training's test step does. With ``crops`` (a segmenter trained
+    on ``data.roi``) the network sees each image's crop, input-size scores use the crop's mask,
+    and the probabilities are pasted back into the photograph from the crop's box. ``post``:
+    flip TTA on the probabilities (both scores) and clean-ups of the native mask.
     """
-    check_options(batch_size, threshold)
-    samples, rows = masked_samples(dataset, ids), rows_of(data, ids)
-    if crops is None:
-        inputs, masks, boxes = data.images, data.masks, None
-        slots = rows
-    else:
-        inputs, masks, boxes = crops.images, crops.masks, crops
-        slots = crop_rows(crops, ids)
-    device, was_training = module_device(model), model.training
+    post = post or PostProcess()
     results: dict[str, dict[str, float]] = {}
-    model.eval()
-    try:
-        for chunk in batches(list(zip(samples, rows, slots, strict=True)), batch_size):
-            probs = forward(model, np.stack([inputs[slot] for _, _, slot in chunk]), device)
-            cached = torch.from_numpy(np.stack([masks[slot] for _, _, slot in chunk]))
-            prob_t = torch.from_numpy(probs)
-            dice_in = binary_dice(prob_t, cached, threshold).tolist()
-            iou_in = binary_iou(prob_t, cached, threshold).tolist()
-            for k, (sample, row, slot) in enumerate(chunk):
-                width, height = (int(v) for v in data.native_sizes[row])
-                truth = read_mask(sample.mask_path, (height, width), mask_threshold)
-                box = None if boxes is None else boxes.box(slot)
-                scores = mask_scores(native_mask(probs[k], (width, height), threshold, box), truth)
-                results[sample.image_id] = {
-                    **scores,
-                    "dice_input": dice_in[k],
-                    "iou_input": iou_in[k],
-                }
-    finally:
-        model.train(was_training)
+    for image_id, native, truth, dice_in, iou_in in native_predictions(
+        model, data, dataset, ids, batch_size, threshold, mask_threshold, crops, post.tta
+    ):
+        scores = mask_scores(post.apply(native > threshold), truth)
+        results[image_id] = {**scores, "dice_input": dice_in, "iou_input": iou_in}
     return results
+
+
+def postprocess_table(
+    model: torch.nn.Module,
+    data: PreprocessedSet,
+    dataset: FundusDataset,
+    ids: Sequence[str],
+    batch_size: int = 16,
+    threshold: float = 0.5,
+    mask_threshold: int | None = None,
+    crops: CropSet | None = None,
+) -> dict[str, dict[PostProcess, float]]:
+    """Native Dice of every image under all eight combinations of the three switches."""
+    table: dict[str, dict[PostProcess, float]] = {}
+    for tta in (False, True):
+        for image_id, native, truth, _, _ in native_predictions(
+            model, data, dataset, ids, batch_size, threshold, mask_threshold, crops, tta
+        ):
+            mask = native > threshold
+            for largest in (False, True):
+                for fill in (False, True):
+                    post = PostProcess(largest, fill, tta)
+                    table.setdefault(image_id, {})[post] = dice(post.apply(mask), truth)
+    return table
+
+
+def choose_native_postprocess(
+    model: torch.nn.Module,
+    data: PreprocessedSet,
+    dataset: FundusDataset,
+    ids: Sequence[str],
+    batch_size: int = 16,
+    threshold: float = 0.5,
+    mask_threshold: int | None = None,
+    crops: CropSet | None = None,
+    fixed: Mapping[str, bool] | None = None,
+) -> tuple[PostProcess, dict]:
+    """The switches to use, chosen on native Dice of *validation* images ``ids`` (never test).
+
+    TTA, then largest component, then hole filling: each kept when
+    :func:`locseg.postprocess.choose_postprocessing` says so given the ones already kept; a
+    switch in ``fixed`` is set as given. Returns the switches and a record for metrics.json
+    (each step with its mean validation Dice without and with the switch).
+    """
+    table = postprocess_table(
+        model, data, dataset, ids, batch_size, threshold, mask_threshold, crops
+    )
+    chosen, steps = choose_switches(table, fixed)
+    record = {
+        **chosen.as_dict(),
+        "n_val": len(table),
+        "val_dice_native": float(np.mean([t[PostProcess()] for t in table.values()])),
+        "val_dice_native_post": float(np.mean([t[chosen] for t in table.values()])),
+        "steps": steps,
+    }
+    return chosen, record
 
 
 def crop_rows(crops: CropSet, ids: Sequence[str]) -> list[int]:
@@ -494,6 +657,7 @@ def native_segmentation_metrics(
     threshold: float = 0.5,
     mask_threshold: int | None = None,
     crops: CropSet | None = None,
+    post: PostProcess | None = None,
 ) -> dict:
     """Dice, IoU and HD95 of a segmenter on the photographs' own pixels, for images ``ids``.
 
@@ -506,7 +670,7 @@ def native_segmentation_metrics(
     :mod:`locseg.metrics_native`). Runs on the model's device, without autograd.
     """
     per_image = segmentation_per_image(
-        model, data, dataset, ids, batch_size, threshold, mask_threshold, crops
+        model, data, dataset, ids, batch_size, threshold, mask_threshold, crops, post
     )
     native = ("dice", "iou", "hd95_px")
     return summarise_scores({i: {k: s[k] for k in native} for i, s in per_image.items()})

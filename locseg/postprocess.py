@@ -14,6 +14,7 @@ probability batches are (B, ..., W) arrays whose last axis is x.
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import asdict, dataclass, replace
 
 import numpy as np
 from scipy import ndimage
@@ -83,6 +84,105 @@ def choose_postprocessing(
     with_, without = _paired(per_image_dice_with, per_image_dice_without)
     difference = with_ - without
     return bool(difference.mean() > 0.0 and difference.min() >= -margin)
+
+
+@dataclass(frozen=True)
+class PostProcess:
+    """The switches applied where a native mask is made: flip TTA, largest component, fill.
+
+    ``tta`` acts on the network's probabilities, ``largest`` and ``fill`` on the thresholded
+    native mask. All off is the raw prediction (``dice_native``).
+    """
+
+    largest: bool = False
+    fill: bool = False
+    tta: bool = False
+
+    @classmethod
+    def from_options(cls, options: Mapping | None) -> PostProcess:
+        """``{largest, fill, tta}`` (e.g. a config node) -> switches; an unknown key is named."""
+        values = dict(options or {})
+        unknown = sorted(set(values) - set(SWITCHES))
+        if unknown:
+            raise ValueError(
+                f"postprocess: unknown key(s) {unknown}; valid keys are {', '.join(SWITCHES)}"
+            )
+        return cls(**{k: bool(v) for k, v in values.items()})
+
+    def as_dict(self) -> dict[str, bool]:
+        return asdict(self)
+
+    @property
+    def any(self) -> bool:
+        return self.largest or self.fill or self.tta
+
+    def apply(self, mask: np.ndarray) -> np.ndarray:
+        """The mask clean-ups that are switched on (TTA happens before the threshold)."""
+        if not (self.largest or self.fill):
+            return np.asarray(mask, dtype=bool)
+        return postprocess(mask, self.largest, self.fill)
+
+
+# The order in which switches are decided: TTA changes the probabilities the clean-ups see.
+SWITCHES = ("tta", "largest", "fill")
+
+
+def choose_switches(
+    per_image: Mapping[str, Mapping[PostProcess, float]],
+    fixed: Mapping[str, bool] | None = None,
+    margin: float = WORSE_MARGIN,
+) -> tuple[PostProcess, list[dict]]:
+    """Decide each switch in turn on validation Dice, keeping the ones already chosen.
+
+    ``per_image[id][switches]`` is image ``id``'s Dice with those switches (all eight
+    combinations). In the order of ``SWITCHES`` each step compares the state so far with and
+    without the next switch by :func:`choose_postprocessing`; a switch named in ``fixed`` is set
+    as given instead (``source: config``). Returns the switches and one record per step: mean
+    Dice without and with the switch, and whether it is on.
+    """
+    fixed = dict(fixed or {})
+    state, steps = PostProcess(), []
+    for name in SWITCHES:
+        candidate = replace(state, **{name: True})
+        without = {i: scores[state] for i, scores in per_image.items()}
+        with_ = {i: scores[candidate] for i, scores in per_image.items()}
+        if name in fixed:
+            chosen, source = bool(fixed[name]), "config"
+        else:
+            chosen, source = choose_postprocessing(with_, without, margin), "validation"
+        steps.append(
+            {
+                "switch": name,
+                "val_dice_without": float(np.mean(list(without.values()))),
+                "val_dice_with": float(np.mean(list(with_.values()))),
+                "chosen": chosen,
+                "source": source,
+            }
+        )
+        if chosen:
+            state = candidate
+    return state, steps
+
+
+def switch_options(options: Mapping | None) -> dict[str, bool]:
+    """Training's ``postprocess`` node (each switch ``auto``, true or false) -> the fixed ones.
+
+    ``auto`` (the default) leaves the switch to the validation images.
+    """
+    values = dict(options or {})
+    unknown = sorted(set(values) - set(SWITCHES))
+    if unknown:
+        raise ValueError(
+            f"postprocess: unknown key(s) {unknown}; valid keys are {', '.join(SWITCHES)}, "
+            "each auto (chosen on validation images), true or false"
+        )
+    fixed = {}
+    for name, value in values.items():
+        if isinstance(value, bool):
+            fixed[name] = value
+        elif str(value) != "auto":
+            raise ValueError(f"postprocess.{name}={value!r} must be auto, true or false")
+    return fixed
 
 
 def _paired(a, b) -> tuple[np.ndarray, np.ndarray]:

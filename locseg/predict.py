@@ -14,8 +14,12 @@ is cropped around the localizer's centre (the side stored in the segmenter's che
 crop is segmented and its mask pasted back into the photograph; ``roi_*`` give the crop's box in
 native px (empty for a whole-photograph segmenter), and the overlay draws it.
 
-Optional keys: ``batch_size=16 device=auto|cpu|cuda threshold=0.5``. An unreadable image is
-reported and skipped. Exit 0 when at least one image was processed, 1 otherwise.
+Optional keys: ``batch_size=16 device=auto|cpu|cuda threshold=0.5`` and the segmenter's
+post-processing ``tta=false largest=false fill=false`` (horizontal-flip TTA, keep the largest
+component, fill holes; a training run's metrics.json says which ones its validation images chose,
+``postprocess_choice``). A ``crop_fov`` model's outputs go back through each photograph's
+field-of-view square. An unreadable image is reported and skipped. Exit 0 when at least one image
+was processed, 1 otherwise.
 """
 
 from __future__ import annotations
@@ -56,6 +60,7 @@ from locseg.inference import (
     whole_image_configs,
 )
 from locseg.io import write_text_atomic
+from locseg.postprocess import PostProcess
 
 __all__ = ["PredictError", "load_input", "main", "native_mask", "parse_args", "predict"]
 
@@ -89,6 +94,9 @@ class PredictConfig:
     batch_size: int = 16
     device: str = "auto"
     threshold: float = 0.5
+    largest: bool = False
+    fill: bool = False
+    tta: bool = False
 
 
 # --------------------------------------------------------------------------- arguments
@@ -203,11 +211,15 @@ def draw_overlay(
 
 
 def save_image_outputs(
-    output: Path, item: Loaded, outputs: dict[str, np.ndarray], threshold: float
+    output: Path,
+    item: Loaded,
+    outputs: dict[str, np.ndarray],
+    threshold: float,
+    post: PostProcess | None = None,
 ) -> dict[str, str]:
     """Write the mask and overlay of one image; return its CSV row."""
     height, width = item.image.shape[:2]
-    native = to_native(outputs, (width, height), threshold)
+    native = to_native(outputs, (width, height), threshold, post)
     loc, mask, box = native.center, native.mask, native.box
     centroid = mask_centroid(mask) if mask is not None and mask.any() else None
     if mask is not None:
@@ -237,11 +249,14 @@ def predict(
     device: str = "auto",
     threshold: float = 0.5,
     console: Console | None = None,
+    post: PostProcess | None = None,
 ) -> dict:
     """Predict every image under ``input``; write masks, overlays and centers.csv to ``output``.
 
-    Returns a summary: counts, ``skipped`` (file name -> reason) and where the outputs are.
+    ``post``: the segmenter's flip TTA and mask clean-ups (all off by default). Returns a
+    summary: counts, ``skipped`` (file name -> reason) and where the outputs are.
     """
+    post = post or PostProcess()
     check_options(batch_size, threshold)
     target = resolve_device(device)
     images, skipped = list_inputs(Path(input).expanduser())
@@ -254,12 +269,12 @@ def predict(
         for chunk in batches(images, batch_size):
             loaded = load_batch(chunk, configs, skipped)
             if loaded:
-                outputs = run_models(models, loaded, target)
+                outputs = run_models(models, loaded, target, post.tta)
                 for i, item in enumerate(loaded):
                     per_image = {role: values[i] for role, values in outputs.items()}
-                    rows.append(save_image_outputs(output, item, per_image, threshold))
+                    rows.append(save_image_outputs(output, item, per_image, threshold, post))
             progress.advance(task, len(chunk))
-    return summarise(output, models, rows, skipped, target)
+    return {**summarise(output, models, rows, skipped, target), "postprocess": post.as_dict()}
 
 
 def summarise(
@@ -300,9 +315,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
     try:
         cfg = parse_args(argv)
-        summary = predict(
-            cfg.ckpt, cfg.input, cfg.output, cfg.batch_size, cfg.device, cfg.threshold, console
-        )
+        post = PostProcess(cfg.largest, cfg.fill, cfg.tta)
+        options = (cfg.batch_size, cfg.device, cfg.threshold, console, post)
+        summary = predict(cfg.ckpt, cfg.input, cfg.output, *options)
     except PredictError as error:
         console.print(f"[bold red]error:[/] {error}", highlight=False, soft_wrap=True)
         return 1
