@@ -36,9 +36,16 @@ from locseg.experiments.sweep import (
     write_job,
     write_metrics,
 )
-from locseg.inference import native_segmentation_metrics
+from locseg.inference import (
+    InferenceError,
+    choose_native_postprocess,
+    native_segmentation_metrics,
+    roi_localizer_path,
+    roi_test_centres,
+)
 from locseg.io import write_text_atomic
 from locseg.models.encoder_io import EncoderCheckpointError, load_encoder_checkpoint, save_encoder
+from locseg.postprocess import switch_options
 
 log = logging.getLogger("locseg.train")
 locseg.quiet_known_noise()
@@ -82,13 +89,19 @@ def job_record(cfg: DictConfig, run_dir: Path, digest: str) -> dict:
 
 
 def resolve_encoder(cfg: DictConfig, datamodule) -> Path:
-    """The encoder checkpoint of a localizer-initialised segment job, checked for leakage.
+    """The encoder checkpoint of a localizer-initialised segment job, checked for leakage."""
+    path = Path(cfg.model.encoder_ckpt or find_encoder(cfg.sweep_dir, cfg.data.fold))
+    check_encoder_scope(path, cfg, datamodule)
+    return path
+
+
+def check_encoder_scope(path: Path, cfg: DictConfig, datamodule) -> None:
+    """Refuse a localizer's ``encoder.pt`` that may have trained on this fold's test images.
 
     A localizer records the hash of the images it promised never to train on: the fold's test
     images (per-fold localizer) or every masked image (one shared localizer). The job recomputes
     the hash from its own folds, so an encoder of another fold, dataset or split is refused.
     """
-    path = Path(cfg.model.encoder_ckpt or find_encoder(cfg.sweep_dir, cfg.data.fold))
     extra = load_encoder_checkpoint(path).get("extra") or {}
     per_fold = bool(extra.get("per_fold"))
     expected = datamodule.fold_test_hash() if per_fold else datamodule.masked_hash()
@@ -101,7 +114,6 @@ def resolve_encoder(cfg: DictConfig, datamodule) -> Path:
             f"fold's test images. Train the localizer on these folds (data.fold="
             f"{cfg.data.fold}, same data.num_folds / data.split_seed) and use its encoder."
         )
-    return path
 
 
 def build_model(cfg: DictConfig, datamodule, encoder: Path | None) -> pl.LightningModule:
@@ -122,18 +134,60 @@ def stage_metrics(results: list[dict], stage: str) -> dict[str, float]:
     return {k.split("/", 1)[1]: float(v) for k, v in values.items() if k.startswith(f"{stage}/")}
 
 
-def prepare(cfg: DictConfig) -> tuple[pl.LightningDataModule, Path | None]:
-    """The job's data (cache built, folds fixed) and, for a localizer arm, its checked encoder."""
+def prepare(cfg: DictConfig) -> tuple[pl.LightningDataModule, Path | None, Path | None]:
+    """The job's data (cache built, folds fixed), a localizer arm's checked encoder and, with
+    ``roi``, the checked localizer whose centres place the test crops (every arm needs it)."""
     if cfg.get("threads"):
         torch.set_num_threads(int(cfg.threads))
-    datamodule = instantiate(cfg.data)
+    switch_options(cfg.get("postprocess"))  # a bad switch fails before any work
+    datamodule = instantiate(cfg.data, **roi_overrides(cfg))
     datamodule.prepare_data()
     datamodule.setup("fit")
     uses_encoder = cfg.phase == "segment" and cfg.model.init == "localizer"
-    return datamodule, resolve_encoder(cfg, datamodule) if uses_encoder else None
+    encoder = resolve_encoder(cfg, datamodule) if uses_encoder else None
+    return datamodule, encoder, set_roi_test_centres(cfg, datamodule)
 
 
-def train(cfg: DictConfig, run_dir: Path, datamodule, encoder: Path | None) -> dict:
+ROI_DATAMODULE = "locseg.data.roi_datamodule.RoiSegmentationDataModule"
+
+
+def roi_overrides(cfg: DictConfig) -> dict:
+    """``roi=disc`` turns a segment job's DataModule into the crop one (data.image_size = crop)."""
+    roi = cfg.get("roi") if cfg.phase == "segment" else None
+    return {"_target_": ROI_DATAMODULE, "roi": roi} if roi else {}
+
+
+def set_roi_test_centres(cfg: DictConfig, datamodule) -> Path | None:
+    """Test crops go around the centres the localizer predicts (never the true ones).
+
+    The localizer is ``roi.localizer_ckpt`` or the localize run beside the encoder in use; its
+    ``encoder.pt`` must pass the same leakage check as a localizer arm's encoder. Returns its
+    checkpoint (None when the test crops do not come from a localizer).
+    """
+    if getattr(datamodule, "centre_source", None) != "predicted":
+        return None
+    path = roi_localizer_path(
+        datamodule.localizer_ckpt, cfg.model.get("encoder_ckpt"), cfg.sweep_dir, cfg.data.fold
+    )
+    encoder = path.parent.parent / ENCODER_FILE
+    if not encoder.is_file():
+        raise InferenceError(
+            f"{encoder}: not found beside the localizer checkpoint {path}, so its training "
+            "images cannot be checked; give roi.localizer_ckpt=RUN/checkpoints/best.ckpt of a "
+            "localize run (it writes RUN/encoder.pt)"
+        )
+    check_encoder_scope(encoder, cfg, datamodule)
+    datamodule.set_test_centres(roi_test_centres(datamodule, path))
+    return path
+
+
+def train(
+    cfg: DictConfig,
+    run_dir: Path,
+    datamodule,
+    encoder: Path | None,
+    localizer: Path | None = None,
+) -> dict:
     """Fit, evaluate the best checkpoint on val and test, hand the encoder on."""
     pl.seed_everything(cfg.seed, workers=True)
     model = build_model(cfg, datamodule, encoder)
@@ -181,7 +235,7 @@ def train(cfg: DictConfig, run_dir: Path, datamodule, encoder: Path | None) -> d
             datamodule.id_of(i): d for i, d in sorted(per_image.items())
         }
         if trainer.is_global_zero:
-            add_native_metrics(result, model, datamodule)
+            add_native_metrics(result, model, datamodule, cfg.get("postprocess"), localizer)
     return result
 
 
@@ -205,20 +259,56 @@ def localizer_facts(trainer, model, datamodule, ckpt_path, run_dir: Path) -> dic
     return facts
 
 
-def add_native_metrics(result: dict, model: pl.LightningModule, datamodule) -> None:
-    """Score the best checkpoint on each test photograph's own pixels (the headline Dice)."""
-    native = native_segmentation_metrics(
+def add_native_metrics(
+    result: dict,
+    model: pl.LightningModule,
+    datamodule,
+    postprocess: DictConfig | None = None,
+    localizer: Path | None = None,
+) -> None:
+    """Score the best checkpoint on each test photograph's own pixels (the headline Dice).
+
+    ``dice_native`` is the raw prediction; ``dice_native_post`` uses the post-processing
+    switches chosen on the fold's *validation* images (``postprocess_choice``). A crop segmenter
+    is scored on its test crops (around the localizer's centres), pasted back.
+    """
+    crops = datamodule.test_crops() if hasattr(datamodule, "test_crops") else None
+    common = {"batch_size": datamodule.batch_size, "mask_threshold": datamodule.mask_threshold}
+    data, dataset = datamodule.data, datamodule.dataset
+    test = datamodule.selection["test"]
+    native = native_segmentation_metrics(model, data, dataset, test, crops=crops, **common)
+    val_crops = datamodule.val_crops() if hasattr(datamodule, "val_crops") else None
+    post, choice = choose_native_postprocess(
         model,
-        datamodule.data,
-        datamodule.dataset,
-        datamodule.selection["test"],
-        batch_size=datamodule.batch_size,
-        mask_threshold=datamodule.mask_threshold,
+        data,
+        dataset,
+        datamodule.selection["val"],
+        crops=val_crops,
+        fixed=switch_options(postprocess),
+        **common,
     )
+    posted = native
+    if post.any:
+        posted = native_segmentation_metrics(
+            model, data, dataset, test, crops=crops, post=post, **common
+        )
     for key in ("dice_native", "iou_native", "hd95_native_px", "hd95_undefined"):
         result["test"][key] = native[key]
+        result["test"][f"{key}_post"] = posted[key]
+    result["postprocess_choice"] = choice
     result["per_image_test_dice_native"] = {i: s["dice"] for i, s in native["per_image"].items()}
+    result["per_image_test_dice_native_post"] = {
+        i: s["dice"] for i, s in posted["per_image"].items()
+    }
     result["per_image_test_native"] = native["per_image"]
+    if crops is not None:
+        errors = datamodule.centre_errors()
+        result["roi"] = {
+            **datamodule.roi_facts(),
+            "localizer": str(localizer) if localizer else None,
+            "centre_dist_px": sum(errors.values()) / len(errors),
+        }
+        result["per_image_test_centre_dist_px"] = errors
 
 
 def in_multirun() -> bool:
@@ -229,16 +319,19 @@ def run_job(cfg: DictConfig) -> dict | None:
     """One job with its bookkeeping: skip if done, record start, write metrics, always close W&B.
 
     A job's identity is its config plus what the config does not show: the folds, the cached
-    pixels and the encoder's bytes, so retraining the localizer or changing the data reruns it.
+    pixels, the encoder's bytes and, with ``roi``, the bytes of the localizer that places the
+    test crops, so retraining the localizer or changing the data reruns it.
     """
     locseg.quiet_known_noise()  # again here: launcher workers (joblib) do not run our imports
     run_dir = Path(cfg.paths.output_dir)
     start = time.perf_counter()
     try:
-        datamodule, encoder = prepare(cfg)
+        datamodule, encoder, localizer = prepare(cfg)
     except Exception as error:
         return job_failed(cfg, run_dir, job_record(cfg, run_dir, config_hash(cfg)), error, start)
     identity = {**datamodule.identity(), "encoder": file_sha256(encoder) if encoder else None}
+    if localizer is not None:  # roi: every arm's test crops depend on the localizer's bytes
+        identity["localizer"] = file_sha256(localizer)
     digest = job_identity(config_hash(cfg), identity)
     done = finished_result(run_dir, digest) if cfg.skip_done else None
     if done is not None:
@@ -248,7 +341,8 @@ def run_job(cfg: DictConfig) -> dict | None:
     job = {**job_record(cfg, run_dir, digest), "identity": identity}
     write_job(run_dir, job)
     try:
-        metrics = {**job, "status": "ok", "error": None, **train(cfg, run_dir, datamodule, encoder)}
+        trained = train(cfg, run_dir, datamodule, encoder, localizer)
+        metrics = {**job, "status": "ok", "error": None, **trained}
     except Exception as error:
         return job_failed(cfg, run_dir, job, error, start)
     finally:
