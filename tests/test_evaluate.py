@@ -287,3 +287,33 @@ def test_roi_localizer_is_found_beside_the_encoder_and_gives_the_test_centres(ro
         roi_localizer_path(None, None, None, 0)
     with pytest.raises(InferenceError, match="nope.ckpt: localizer checkpoint not found"):
         roi_localizer_path(runs["L"] / "nope.ckpt", None, None, 0)
+
+
+def test_segmenter_postprocessing_is_applied_and_recorded(segmenter_eval, runs, tmp_path):
+    """postprocess={tta, largest, fill}: the native scores of those switches; training's
+    raw native Dice is the all-off evaluation."""
+    from locseg.data.dataset import load_dataset
+    from locseg.data.preprocess import preprocess_dataset
+    from locseg.inference import load_model, segmentation_per_image
+    from locseg.postprocess import PostProcess
+
+    plain, _ = segmenter_eval
+    ckpt, trained = best(runs["S"])
+    assert plain["postprocess"] == {"largest": False, "fill": False, "tta": False}
+    assert plain["metrics"]["dice_native"] == pytest.approx(trained["test"]["dice_native"])
+    switches = {"largest": True, "fill": True, "tta": True}
+    result = evaluate(
+        ckpt, runs["data"], tmp_path, cache_dir=runs["cache"], device="cpu", postprocess=switches
+    )
+    assert result["postprocess"] == switches
+    model = load_model(ckpt, torch.device("cpu"))
+    dataset = load_dataset(runs["data"])
+    data = preprocess_dataset(dataset, model.preprocess, runs["cache"])
+    ids = sorted(trained["per_image_test_dice"])
+    post = PostProcess(**switches)
+    expected = segmentation_per_image(model.module, data, dataset, ids, post=post)
+    rows = read_csv(tmp_path / "per_image.csv")
+    for image_id in ids:
+        assert float(rows[image_id]["dice_native"]) == pytest.approx(expected[image_id]["dice"])
+    with pytest.raises(ValueError, match="valid keys are tta, largest, fill"):
+        evaluate(ckpt, runs["data"], tmp_path / "x", postprocess={"flip": True})

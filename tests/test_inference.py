@@ -370,3 +370,80 @@ def test_roi_checkpoint_carries_its_region(roi_run):
     assert model.roi_side == roi_run["module"].side_px and model.roi["crop_size"] == 32
     with pytest.raises(InferenceError, match="trained on disc-centred crops .* needs a localizer"):
         load_models([roi_run["ckpt"]], torch.device("cpu"))
+
+
+# --------------------------------------------------------------------------- frames, clean-ups
+
+
+def test_whole_photograph_frame_is_todays_stretch_bit_for_bit(wide_set):
+    """crop_fov=false: masks, centres and localizer distances are exactly the pre-frame ones."""
+    from locseg.data.datamodules import FundusSamples
+    from locseg.data.preprocess import native_center
+    from locseg.inference import to_native
+    from locseg.models.localizer import localization_errors
+
+    dataset, data = wide_set
+    prob = np.random.default_rng(2).random((32, 32)).astype(np.float32)
+    before = cv2.resize(prob, NATIVE_WH, interpolation=cv2.INTER_LINEAR) > 0.5
+    np.testing.assert_array_equal(native_mask(prob, NATIVE_WH, 0.5), before)
+    np.testing.assert_array_equal(native_mask(prob, NATIVE_WH, 0.5, frame=data.frame(0)), before)
+    uv = np.array([0.31, 0.62], np.float32)
+    frame = np.asarray(data.frame(0).as_list())
+    for outputs in ({}, {"localizer_frame": frame, "segmenter_frame": frame}):
+        native = to_native({"localizer": uv, "segmenter": prob, **outputs}, NATIVE_WH, 0.5)
+        assert native.center.tobytes() == native_center(uv, NATIVE_WH).tobytes()
+        np.testing.assert_array_equal(native.mask, before)
+    torch.manual_seed(0)
+    localizer = LocalizerModule(depth=2, base_width=4, input_size=32).eval()
+    centres = predict_centres(localizer, data, ["w0", "w1", "w3"])
+    with torch.no_grad():
+        images = torch.from_numpy(np.asarray(data.images[[0, 1, 3]])).float()[:, None]
+        pred = localizer(images / 255)
+    old = native_center(pred.numpy(), data.native_sizes[[0, 1, 3]])
+    assert [centres[i] for i in ("w0", "w1", "w3")] == [tuple(map(float, xy)) for xy in old]
+    item = FundusSamples([(data, 0), (data, 1)])[1]
+    assert torch.equal(item["frame_size"], item["native_size"])
+    args = (pred[:2], torch.from_numpy(data.centers[:2]), torch.from_numpy(data.native_sizes[:2]))
+    extra = (torch.from_numpy(data.radii[:2]), torch.tensor([[0.5, 0.5]]))
+    plain = localization_errors(*args, *extra)
+    framed = localization_errors(*args, *extra, torch.from_numpy(data.native_sizes[:2]))
+    assert all(torch.equal(plain[k], framed[k]) for k in plain)
+
+
+class Bright(torch.nn.Module):
+    """A stand-in segmenter: the input's brightest pixels, plus a false speck in one corner."""
+
+    def __init__(self, level: float = 0.9):
+        super().__init__()
+        self.level = level
+        self.anchor = torch.nn.Parameter(torch.zeros(1))
+
+    def forward(self, image: torch.Tensor) -> torch.Tensor:
+        prob = (image > self.level).float()
+        prob[..., 1:3, 1:3] = 1.0  # mirrored, TTA halves it to 0.5: below the threshold
+        return prob
+
+
+def test_postprocessing_is_chosen_on_validation_images_switch_by_switch(wide_set):
+    """TTA first (it removes the corner speck), then largest component (nothing left to gain:
+    a tie keeps it off); forcing TTA off leaves the speck to the largest component."""
+    from locseg.inference import choose_native_postprocess
+    from locseg.postprocess import PostProcess
+
+    dataset, data = wide_set
+    ids, model = ["w0", "w1", "w2"], Bright()
+    chosen, record = choose_native_postprocess(model, data, dataset, ids)
+    assert chosen == PostProcess(tta=True)
+    assert [s["chosen"] for s in record["steps"]] == [True, False, False]
+    raw = native_segmentation_metrics(model, data, dataset, ids)["dice_native"]
+    post = native_segmentation_metrics(model, data, dataset, ids, post=chosen)["dice_native"]
+    assert record["val_dice_native"] == pytest.approx(raw)
+    assert record["val_dice_native_post"] == pytest.approx(post) and post > raw + 0.01
+    assert record["steps"][1]["val_dice_with"] == record["steps"][1]["val_dice_without"]
+    forced, record = choose_native_postprocess(model, data, dataset, ids, fixed={"tta": False})
+    assert forced == PostProcess(largest=True)
+    assert record["steps"][0]["source"] == "config" and record["steps"][1]["chosen"]
+    largest = native_segmentation_metrics(model, data, dataset, ids, post=forced)
+    assert largest["dice_native"] == pytest.approx(record["val_dice_native_post"])
+    plain = native_segmentation_metrics(model, data, dataset, ids)["per_image"]
+    assert all(largest["per_image"][i]["dice"] > plain[i]["dice"] for i in ids)  # speck gone

@@ -98,3 +98,41 @@ def test_choose_postprocessing_errors_name_the_problem():
         choose_postprocessing([float("nan")], [0.9])
     with pytest.raises(ValueError, match="as mappings .* or both as lists"):
         choose_postprocessing({"a": 0.9}, [0.9])
+
+
+def test_training_switches_are_auto_true_or_false():
+    from locseg.postprocess import PostProcess, switch_options
+
+    assert switch_options({"tta": "auto", "largest": True, "fill": False}) == {
+        "largest": True,
+        "fill": False,
+    }
+    assert switch_options(None) == {}
+    with pytest.raises(ValueError, match="postprocess.fill='maybe' must be auto, true or false"):
+        switch_options({"fill": "maybe"})
+    with pytest.raises(ValueError, match=r"unknown key\(s\) \['holes'\]"):
+        switch_options({"holes": True})
+    assert PostProcess.from_options({"largest": 1}) == PostProcess(largest=True)
+    with pytest.raises(ValueError, match="valid keys are tta, largest, fill"):
+        PostProcess.from_options({"flip": True})
+
+
+def test_switches_are_decided_in_order_on_paired_validation_dice():
+    from locseg.postprocess import PostProcess, choose_switches
+
+    # TTA gains everywhere; largest gains on top of it only on a; fill never changes anything.
+    table = {}
+    for image, gain in (("a", 0.05), ("b", 0.0)):
+        table[image] = {}
+        for tta in (False, True):
+            for largest in (False, True):
+                for fill in (False, True):
+                    score = 0.8 + 0.02 * tta + (gain if largest and tta else 0.0)
+                    table[image][PostProcess(largest, fill, tta)] = score
+    chosen, steps = choose_switches(table)
+    assert chosen == PostProcess(largest=True, tta=True)
+    assert [s["switch"] for s in steps] == ["tta", "largest", "fill"]
+    assert steps[1]["val_dice_without"] == pytest.approx(0.82)
+    assert steps[1]["val_dice_with"] == pytest.approx(0.845)
+    fixed, _ = choose_switches(table, fixed={"tta": False, "fill": True})
+    assert fixed == PostProcess(fill=True)  # largest gains nothing without TTA here

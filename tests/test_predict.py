@@ -263,3 +263,38 @@ def test_roi_segmenter_alone_is_refused_naming_the_fix(roi_predicted, photos, tm
     _, _, ckpt = roi_predicted
     with pytest.raises(PredictError, match=r"disc-centred crops .* pass ckpt=\[LOCALIZER"):
         predict(ckpt, photos, tmp_path)
+
+
+def test_postprocessing_switches_apply_to_the_written_masks(trained, photos, tmp_path):
+    """tta=true largest=true fill=true: the flip-averaged probabilities, thresholded at native
+    size, reduced to one solid component; the same as the inference functions give."""
+    from scipy import ndimage
+
+    from locseg.inference import load_model, segment
+    from locseg.postprocess import PostProcess, postprocess
+
+    code = main(
+        [
+            f"ckpt={trained['seg']}",
+            f"input={photos / 'wide.png'}",
+            f"output={tmp_path}",
+            "device=cpu",
+            "tta=true",
+            "largest=true",
+            "fill=true",
+        ]
+    )
+    assert code == 0
+    written = read_image(tmp_path / "masks" / "wide.png") > 0
+    model = load_model(trained["seg"], torch.device("cpu"))
+    pixels = preprocess_image(read_image(photos / "wide.png"), model.preprocess)
+    plain = model.module(torch.from_numpy(pixels)[None, None].float() / 255)[0, 0]
+    mirrored = model.module(torch.from_numpy(pixels[:, ::-1].copy())[None, None].float() / 255)
+    prob = ((plain + mirrored[0, 0].flip(-1)) / 2).detach().numpy()
+    np.testing.assert_allclose(
+        prob, segment(model.module, pixels[None], torch.device("cpu"), tta=True)[0], atol=1e-6
+    )
+    expected = postprocess(native_mask(prob, (60, 40), 0.5), largest=True, fill=True)
+    np.testing.assert_array_equal(written, expected)
+    assert 0 < written.sum() < written.size and ndimage.label(written)[1] == 1
+    assert PostProcess.from_options({"tta": True}).tta

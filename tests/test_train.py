@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import re
+import shutil
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from conftest import make_dataset
@@ -265,3 +268,249 @@ def test_pool_trains_one_localizer_without_copies_of_masked_images(tmp_path):
     dropped = (tmp_path / "L" / "pool_dropped.csv").read_text().splitlines()
     assert len(dropped) == 2 and "copy_of_seg" in dropped[1] and masked.image_id in dropped[1]
     assert sorted(loc["test_folds"]) == ["0", "1", "2"]
+
+
+# --------------------------------------------------------------------------- field-of-view frames
+
+
+def make_fov_dataset(root: Path, n_masked: int = 12, n_centre_only: int = 0) -> Path:
+    """64 x 48 photographs: black border, a red circular field of view, one bright disc.
+
+    The field-of-view square (``crop_fov``) is then a true sub-frame, not the whole photograph.
+    """
+    from locseg.data.dataset import DatasetWriter
+
+    rng = np.random.default_rng(11)
+    yy, xx = np.mgrid[:48, :64]
+    with DatasetWriter(root) as writer:
+        for i in range(n_masked + n_centre_only):
+            fx, fy = rng.uniform(28, 36), rng.uniform(22, 26)
+            image = np.zeros((48, 64, 3), np.uint8)
+            image[(xx - fx) ** 2 + (yy - fy) ** 2 <= 21**2] = (170, 60, 30)
+            angle, radius = rng.uniform(0, 2 * np.pi), rng.uniform(4, 9)
+            cx, cy = fx + radius * np.cos(angle), fy + radius * np.sin(angle)
+            mask = (xx - cx) ** 2 + (yy - cy) ** 2 <= rng.uniform(4, 6) ** 2
+            image[mask] = (250, 220, 160)
+            ys, xs = np.nonzero(mask)
+            centre = (float(xs.mean()), float(ys.mean()))
+            if i < n_masked:
+                writer.add(f"seg_{i:03d}", image, mask, centre)
+            else:
+                writer.add(f"loc_{i:03d}", image, None, centre)
+    return root
+
+
+@pytest.fixture(scope="module")
+def fov_root(tmp_path_factory) -> Path:
+    return make_fov_dataset(tmp_path_factory.mktemp("fov") / "d", n_masked=12, n_centre_only=8)
+
+
+def test_crop_fov_segment_native_dice_goes_back_through_the_frame(tmp_path, fov_root):
+    """Photograph -> FOV square -> network -> back through the frame -> vs the mask file; the
+    same numbers from training's metrics, ``locseg.evaluate`` and ``locseg.predict``."""
+    from locseg.data.dataset import load_dataset, read_image, read_mask
+    from locseg.data.frames import mask_from_frame
+    from locseg.data.preprocess import preprocess_framed
+    from locseg.evaluate import evaluate
+    from locseg.inference import forward, load_model
+    from locseg.metrics_native import dice
+    from locseg.predict import predict
+
+    seg = run(
+        "segment",
+        tmp_path / "S",
+        fov_root,
+        "steps.segment=6",
+        "model.lr=1e-2",
+        "data.preprocess.crop_fov=true",
+        "postprocess.tta=false",
+        "postprocess.largest=false",
+        "postprocess.fill=false",
+    )
+    model = load_model(Path(seg["best_checkpoint"]), torch.device("cpu"))
+    assert model.preprocess.crop_fov
+    by_id = load_dataset(fov_root).by_id()
+    for image_id, value in seg["per_image_test_dice_native"].items():
+        photo = read_image(by_id[image_id].image_path)
+        pixels, frame = preprocess_framed(photo, model.preprocess)
+        assert not frame.is_identity((64, 48)) and frame.width == frame.height
+        prob = forward(model.module, pixels[None], torch.device("cpu"))[0]
+        pred = mask_from_frame(prob, frame, (64, 48)) > 0.5
+        assert value == pytest.approx(dice(pred, read_mask(by_id[image_id].mask_path)), abs=1e-9)
+    assert seg["postprocess_choice"]["steps"][0]["source"] == "config"
+    assert seg["test"]["dice_native_post"] == seg["test"]["dice_native"]  # every switch off
+    evaluated = evaluate(seg["best_checkpoint"], fov_root, tmp_path / "E", device="cpu")
+    assert evaluated["metrics"]["dice_native"] == pytest.approx(seg["test"]["dice_native"])
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    image_id = next(iter(seg["per_image_test_dice_native"]))
+    (photos / f"{image_id}.png").write_bytes(by_id[image_id].image_path.read_bytes())
+    predict(seg["best_checkpoint"], photos, tmp_path / "P", device="cpu")
+    written = read_mask(tmp_path / "P" / "masks" / f"{image_id}.png")
+    truth = read_mask(by_id[image_id].mask_path)
+    assert dice(written, truth) == pytest.approx(seg["per_image_test_dice_native"][image_id])
+
+
+def test_crop_fov_localizer_distance_is_in_native_pixels(tmp_path, fov_root):
+    """``dist_px`` of a crop_fov localizer: its frame-normalised output mapped to native px
+    (``from_frame``), compared with the centre of centers.csv."""
+    from locseg.data.dataset import load_dataset
+    from locseg.data.frames import from_frame
+    from locseg.data.preprocess import PreprocessConfig, preprocess_dataset
+    from locseg.inference import forward, load_model
+
+    loc = run("localize", tmp_path / "L", fov_root, "steps.localize=4", *FOV)
+    model = load_model(Path(loc["best_checkpoint"]), torch.device("cpu"))
+    dataset = load_dataset(fov_root)
+    config = PreprocessConfig(image_size=32, crop_fov=True)
+    data = preprocess_dataset(dataset, config, tmp_path / "cache")
+    by_id, index_of = dataset.by_id(), data.index_of()
+    for fold, tested in loc["test_folds"].items():
+        test_ids = splits_test_ids(fov_root, int(fold))
+        rows = [index_of[i] for i in test_ids]
+        uv = forward(model.module, np.asarray(data.images[rows]), torch.device("cpu"))
+        dists = []
+        for image_id, row, point in zip(test_ids, rows, uv, strict=True):
+            frame = data.frame(row)
+            assert not frame.is_identity((64, 48))
+            xy = from_frame(point, frame)
+            dists.append(float(np.hypot(*(xy - np.asarray(by_id[image_id].center)))))
+        assert tested["dist_px"] == pytest.approx(np.mean(dists), abs=1e-3)
+
+
+FOV = ["data.preprocess.crop_fov=true"]
+
+
+def splits_test_ids(root: Path, fold: int) -> list[str]:
+    splits = json.loads((root / "splits_k3_val0.2_seed1234.json").read_text())
+    return list(splits["folds"][fold]["test"])
+
+
+# --------------------------------------------------------------------------- disc-centred crops
+
+ROI = ["roi=disc", "data.image_size=32"]
+
+
+@pytest.fixture(scope="module")
+def roi_jobs(tmp_path_factory, data_root) -> dict:
+    """A shared localizer (4 steps) and a scratch crop segmenter placed by it."""
+    tmp = tmp_path_factory.mktemp("roi_jobs")
+    run("localize", tmp / "L", data_root, "steps.localize=4", "data.image_size=32")
+    localizer = tmp / "L" / "checkpoints" / "best.ckpt"
+    seg = run(
+        "segment",
+        tmp / "S",
+        data_root,
+        "steps.segment=6",
+        "model.lr=1e-2",
+        *ROI,
+        f"roi.localizer_ckpt={localizer}",
+    )
+    return {"tmp": tmp, "localizer": localizer, "seg": seg}
+
+
+def test_roi_job_scores_crops_around_the_localizer_centres(roi_jobs, data_root):
+    """Native Dice of a roi=disc job: crop around the *predicted* centre, segment, paste back."""
+    from locseg.data.dataset import load_dataset, read_image, read_mask
+    from locseg.data.roi import box_around, crop_input, paste_back
+    from locseg.inference import forward, load_model, predict_centres, segment
+    from locseg.metrics_native import dice
+    from locseg.postprocess import PostProcess
+
+    seg, localizer = roi_jobs["seg"], roi_jobs["localizer"]
+    roi = seg["roi"]
+    assert roi["localizer"] == str(localizer) and roi["test_centres"] == "predicted"
+    assert roi["crop_size"] == 32 and roi["side_px"] > 0
+    assert seg["identity"]["localizer"] == hashlib.sha256(localizer.read_bytes()).hexdigest()
+    loc = load_model(localizer, torch.device("cpu"))
+    dataset = load_dataset(data_root)
+    from locseg.data.preprocess import preprocess_dataset
+
+    loc_data = preprocess_dataset(dataset, loc.preprocess, roi_jobs["tmp"] / "cache")
+    test_ids = sorted(seg["per_image_test_dice_native"])
+    centres = predict_centres(loc.module, loc_data, test_ids)
+    segmenter = load_model(Path(seg["best_checkpoint"]), torch.device("cpu"))
+    assert segmenter.roi_side == roi["side_px"]
+    choice = seg["postprocess_choice"]  # chosen on the validation crops, applied to the test
+    assert choice["n_val"] == seg["n_val"]
+    assert [step["source"] for step in choice["steps"]] == ["validation"] * 3
+    chosen = PostProcess(choice["largest"], choice["fill"], choice["tta"])
+    by_id = dataset.by_id()
+    for image_id in test_ids:
+        sample = by_id[image_id]
+        truth_xy = np.asarray(sample.center)
+        error = float(np.hypot(*(np.asarray(centres[image_id]) - truth_xy)))
+        assert seg["per_image_test_centre_dist_px"][image_id] == pytest.approx(error, abs=1e-3)
+        box = box_around(centres[image_id], roi["side_px"])
+        pixels = crop_input(read_image(sample.image_path), box, segmenter.preprocess)
+        prob = forward(segmenter.module, pixels[None], torch.device("cpu"))[0]
+        pred = paste_back(prob, box, (48, 48)) > 0.5
+        truth = read_mask(sample.mask_path)
+        expected = dice(pred, truth)
+        assert seg["per_image_test_dice_native"][image_id] == pytest.approx(expected, abs=1e-9)
+        prob = segment(segmenter.module, pixels[None], torch.device("cpu"), chosen.tta)[0]
+        posted = dice(chosen.apply(paste_back(prob, box, (48, 48)) > 0.5), truth)
+        assert seg["per_image_test_dice_native_post"][image_id] == pytest.approx(posted, abs=1e-9)
+    errors = seg["per_image_test_centre_dist_px"].values()
+    assert roi["centre_dist_px"] == pytest.approx(sum(errors) / len(errors))
+
+
+def test_roi_job_identity_follows_the_localizer_bytes(roi_jobs, data_root, tmp_path):
+    """Retraining the localizer reruns every roi job (its centres place the test crops)."""
+    first = roi_jobs["seg"]
+    (tmp_path / "L").mkdir()
+    shutil.copytree(roi_jobs["tmp"] / "L", tmp_path / "L", dirs_exist_ok=True)
+    localizer = tmp_path / "L" / "checkpoints" / "best.ckpt"
+    overrides = ["steps.segment=2", *ROI, f"roi.localizer_ckpt={localizer}"]
+    same = run("segment", tmp_path / "S", data_root, *overrides)
+    assert same["identity"]["localizer"] == first["identity"]["localizer"]
+    run("localize", tmp_path / "L", data_root, "steps.localize=3", "seed=7", "data.image_size=32")
+    again = run("segment", tmp_path / "S", data_root, *overrides)
+    assert again["identity"]["localizer"] != same["identity"]["localizer"]
+    assert again["config_hash"] != same["config_hash"]
+
+
+def test_roi_localizer_of_another_fold_is_refused(tmp_path):
+    """Without a centre-only pool each fold has its own localizer; fold 0's saw fold 1's tests.
+    The scratch arm is refused too: its test crops would come from that localizer."""
+    root = make_dataset(tmp_path / "masked_only", n_masked=12)
+    run("localize", tmp_path / "L", root, "+trainer.fast_dev_run=true", "data.image_size=32")
+    localizer = tmp_path / "L" / "checkpoints" / "last.ckpt"
+    cfg = compose_job(
+        "segment", tmp_path / "S", root, "data.fold=1", *ROI, f"roi.localizer_ckpt={localizer}"
+    )
+    with pytest.raises(ValueError, match="may have seen this fold's test images"):
+        run_job(cfg)
+
+
+def test_roi_in_a_segment_sweep_finds_the_localizer_beside_the_encoder(roi_jobs, data_root):
+    """``+sweep=segment roi=disc``: SWEEP/localize/shared/checkpoints/best.ckpt places the crops."""
+    sweep = roi_jobs["tmp"] / "sweep"
+    shared = sweep / "localize" / "shared"
+    shutil.copytree(roi_jobs["tmp"] / "L", shared)
+    GlobalHydra.instance().clear()
+    with initialize_config_module("locseg.conf", version_base="1.3"):
+        cfg = compose(
+            "train",
+            overrides=[
+                "+sweep=segment",
+                f"sweep_dir={sweep}",
+                f"data.root={data_root}",
+                f"paths.output_dir={sweep / 'segment' / 'job'}",
+                "init=localizer-frozen",
+                *FAST,
+                *ROI,
+                "steps.segment=2",
+            ],
+            return_hydra_config=True,
+        )
+    HydraConfig.instance().set_config(cfg)
+    with open_dict(cfg):
+        del cfg["hydra"]
+    metrics = run_job(cfg)
+    assert metrics["status"] == "ok" and metrics["arm"] == "localizer-frozen"
+    assert metrics["roi"]["localizer"] == str(shared / "checkpoints" / "best.ckpt")
+    assert (
+        metrics["identity"]["encoder"]
+        == hashlib.sha256((shared / "encoder.pt").read_bytes()).hexdigest()
+    )

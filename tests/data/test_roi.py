@@ -200,3 +200,41 @@ def test_test_crops_need_centres_and_follow_them(roi_module):
 def test_unknown_roi_key_is_named(tmp_path):
     with pytest.raises(DatasetError, match="valid keys are side_diameters"):
         RoiSegmentationDataModule(root=str(tmp_path), roi={"sidepx": 3})
+
+
+def test_crop_fov_cache_gives_the_same_crops_around_the_same_native_centres(tmp_path):
+    """roi with data.preprocess.crop_fov: centres come back through each image's FOV square and
+    the crop is not cut to a field of view again, so the crops are those of a plain module."""
+    from test_train import make_fov_dataset
+
+    from locseg.data.roi_datamodule import true_centres
+
+    root = make_fov_dataset(tmp_path / "fov", n_masked=12)
+    modules = {}
+    for crop_fov in (False, True):
+        module = RoiSegmentationDataModule(
+            root=str(root),
+            image_size=32,
+            num_folds=3,
+            cache_dir=str(tmp_path / "cache"),
+            preprocess={"crop_fov": crop_fov},
+            roi={"side_px": 24, "test_centres": "true"},
+        )
+        module.prepare_data()
+        module.setup("fit")
+        modules[crop_fov] = module
+    plain, framed = modules[False], modules[True]
+    assert not framed.data.frame(0).is_identity((64, 48)), "a real field-of-view square"
+    ids = framed.selection["val"]
+    by_id = framed.dataset.by_id()
+    for image_id, xy in true_centres(framed.data, ids).items():
+        assert xy == pytest.approx(by_id[image_id].center, abs=1e-3)
+    for part in ("val_crops", "test_crops"):
+        a, b = getattr(plain, part)(), getattr(framed, part)()
+        np.testing.assert_array_equal(a.boxes, b.boxes)
+        np.testing.assert_array_equal(a.images, b.images)
+        np.testing.assert_array_equal(a.masks, b.masks)
+    box = framed.test_crops().box(0)
+    image = read_image(by_id[framed.test_crops().ids[0]].image_path)
+    expected = crop_input(image, box, PreprocessConfig(image_size=32))
+    np.testing.assert_array_equal(framed.test_crops().images[0], expected)
