@@ -1,7 +1,9 @@
 """Phase 1: regress the optic-disc centre with the U-Net encoder, then hand the encoder on.
 
-Targets and predictions are normalised coordinates (x / W, y / H) so images of any native size share
-one scale; the metrics map them back to native pixels, the unit a reader can judge.
+Targets and predictions are normalised coordinates (x / W, y / H) of the network's input frame (the
+whole photograph, or the square around its field of view with ``data.preprocess.crop_fov``) so
+images of any native size share one scale; the metrics map them back to native pixels through the
+frame's size (``frame_size``), the unit a reader can judge.
 """
 
 from __future__ import annotations
