@@ -28,6 +28,8 @@ for name in locseg.logs.RANK_ZERO_LOGGERS:
 if sys.argv[1] == "quiet":
     locseg.quiet_known_noise()
     locseg.quiet_known_noise()      # idempotent
+else:                               # the control: run_job's own call (for launcher workers) too
+    locseg.quiet_known_noise = lambda: None
 sys.argv = ["locseg.train", *sys.argv[2:]]
 locseg.train.main()
 warnings.warn("something real")
