@@ -6,7 +6,6 @@ this file builds both, fits, tests the best checkpoint and writes ``metrics.json
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import math
 import time
@@ -30,22 +29,21 @@ from locseg.experiments.sweep import (
     ENCODER_FILE,
     arm_name,
     config_hash,
-    find_encoder,
     finished_result,
     job_identity,
     write_job,
     write_metrics,
 )
-from locseg.inference import (
-    InferenceError,
-    choose_native_postprocess,
-    native_segmentation_metrics,
-    roi_localizer_path,
-    roi_test_centres,
+from locseg.handoff import (
+    file_sha256,
+    hand_on_encoder,
+    resolve_encoder,
+    roi_overrides,
+    set_roi_test_centres,
 )
 from locseg.io import write_text_atomic
-from locseg.models.encoder_io import EncoderCheckpointError, load_encoder_checkpoint, save_encoder
 from locseg.postprocess import switch_options
+from locseg.scoring import add_native_metrics, localizer_facts, stage_metrics
 
 log = logging.getLogger("locseg.train")
 locseg.quiet_known_noise()
@@ -88,34 +86,6 @@ def job_record(cfg: DictConfig, run_dir: Path, digest: str) -> dict:
     }
 
 
-def resolve_encoder(cfg: DictConfig, datamodule) -> Path:
-    """The encoder checkpoint of a localizer-initialised segment job, checked for leakage."""
-    path = Path(cfg.model.encoder_ckpt or find_encoder(cfg.sweep_dir, cfg.data.fold))
-    check_encoder_scope(path, cfg, datamodule)
-    return path
-
-
-def check_encoder_scope(path: Path, cfg: DictConfig, datamodule) -> None:
-    """Refuse a localizer's ``encoder.pt`` that may have trained on this fold's test images.
-
-    A localizer records the hash of the images it promised never to train on: the fold's test
-    images (per-fold localizer) or every masked image (one shared localizer). The job recomputes
-    the hash from its own folds, so an encoder of another fold, dataset or split is refused.
-    """
-    extra = load_encoder_checkpoint(path).get("extra") or {}
-    per_fold = bool(extra.get("per_fold"))
-    expected = datamodule.fold_test_hash() if per_fold else datamodule.masked_hash()
-    if extra.get("excluded_hash") != expected:
-        scope = f"fold {extra.get('fold')}'s test images" if per_fold else "every masked image"
-        raise EncoderCheckpointError(
-            f"{path}: this localizer was trained for {extra.get('dataset')!r} excluding {scope} "
-            f"(hash {extra.get('excluded_hash')}), which is not what data.fold="
-            f"{cfg.data.fold} of {cfg.data.name!r} needs ({expected}): it may have seen this "
-            f"fold's test images. Train the localizer on these folds (data.fold="
-            f"{cfg.data.fold}, same data.num_folds / data.split_seed) and use its encoder."
-        )
-
-
 def build_model(cfg: DictConfig, datamodule, encoder: Path | None) -> pl.LightningModule:
     overrides = {"preprocess": datamodule.signature()}
     if encoder is not None:
@@ -127,11 +97,6 @@ def build_model(cfg: DictConfig, datamodule, encoder: Path | None) -> pl.Lightni
     if cfg.phase == "localize":
         model.set_baseline_center(datamodule.mean_train_center())
     return model
-
-
-def stage_metrics(results: list[dict], stage: str) -> dict[str, float]:
-    values = results[0] if results else {}
-    return {k.split("/", 1)[1]: float(v) for k, v in values.items() if k.startswith(f"{stage}/")}
 
 
 def prepare(cfg: DictConfig) -> tuple[pl.LightningDataModule, Path | None, Path | None]:
@@ -146,39 +111,6 @@ def prepare(cfg: DictConfig) -> tuple[pl.LightningDataModule, Path | None, Path 
     uses_encoder = cfg.phase == "segment" and cfg.model.init == "localizer"
     encoder = resolve_encoder(cfg, datamodule) if uses_encoder else None
     return datamodule, encoder, set_roi_test_centres(cfg, datamodule)
-
-
-ROI_DATAMODULE = "locseg.data.roi_datamodule.RoiSegmentationDataModule"
-
-
-def roi_overrides(cfg: DictConfig) -> dict:
-    """``roi=disc`` turns a segment job's DataModule into the crop one (data.image_size = crop)."""
-    roi = cfg.get("roi") if cfg.phase == "segment" else None
-    return {"_target_": ROI_DATAMODULE, "roi": roi} if roi else {}
-
-
-def set_roi_test_centres(cfg: DictConfig, datamodule) -> Path | None:
-    """Test crops go around the centres the localizer predicts (never the true ones).
-
-    The localizer is ``roi.localizer_ckpt`` or the localize run beside the encoder in use; its
-    ``encoder.pt`` must pass the same leakage check as a localizer arm's encoder. Returns its
-    checkpoint (None when the test crops do not come from a localizer).
-    """
-    if getattr(datamodule, "centre_source", None) != "predicted":
-        return None
-    path = roi_localizer_path(
-        datamodule.localizer_ckpt, cfg.model.get("encoder_ckpt"), cfg.sweep_dir, cfg.data.fold
-    )
-    encoder = path.parent.parent / ENCODER_FILE
-    if not encoder.is_file():
-        raise InferenceError(
-            f"{encoder}: not found beside the localizer checkpoint {path}, so its training "
-            "images cannot be checked; give roi.localizer_ckpt=RUN/checkpoints/best.ckpt of a "
-            "localize run (it writes RUN/encoder.pt)"
-        )
-    check_encoder_scope(encoder, cfg, datamodule)
-    datamodule.set_test_centres(roi_test_centres(datamodule, path))
-    return path
 
 
 def train(
@@ -214,21 +146,7 @@ def train(
     if cfg.phase == "localize":
         result.update(localizer_facts(trainer, model, datamodule, ckpt_path, run_dir))
     if cfg.phase == "localize" and trainer.is_global_zero:
-        extra = {
-            "per_fold": datamodule.per_fold,
-            "fold": int(cfg.data.fold),
-            "dataset": cfg.data.name,
-            "excluded_hash": datamodule.excluded_hash,
-        }
-        result["encoder"] = str(
-            save_encoder(
-                run_dir / ENCODER_FILE,
-                model.encoder,
-                model.hparams.input_size,
-                model.hparams.preprocess,
-                extra,
-            )
-        )
+        result["encoder"] = str(hand_on_encoder(run_dir / ENCODER_FILE, model, datamodule, cfg))
     if cfg.phase == "segment":
         per_image = model.test_per_image_dice
         result["per_image_test_dice"] = {
@@ -237,78 +155,6 @@ def train(
         if trainer.is_global_zero:
             add_native_metrics(result, model, datamodule, cfg.get("postprocess"), localizer)
     return result
-
-
-def localizer_facts(trainer, model, datamodule, ckpt_path, run_dir: Path) -> dict:
-    """The pool's leakage guard and, for a localizer shared by all folds, every fold's test error.
-
-    ``test`` above is fold ``data.fold``; a shared localizer never saw any evaluated image, so
-    it is scored on each fold's segmentation test images, the ones its encoder will serve.
-    """
-    facts = {"pool_dropped": len(datamodule.dropped), "per_fold": datamodule.per_fold}
-    if trainer.is_global_zero:
-        datamodule.write_dropped(run_dir / "pool_dropped.csv")
-    if not datamodule.per_fold:
-        folds = {}
-        for k in range(datamodule.num_folds):
-            datamodule.use_test_fold(k)
-            tested = trainer.test(model, datamodule=datamodule, ckpt_path=ckpt_path, verbose=False)
-            folds[str(k)] = stage_metrics(tested, "test")
-        datamodule.use_test_fold(datamodule.fold)
-        facts["test_folds"] = folds
-    return facts
-
-
-def add_native_metrics(
-    result: dict,
-    model: pl.LightningModule,
-    datamodule,
-    postprocess: DictConfig | None = None,
-    localizer: Path | None = None,
-) -> None:
-    """Score the best checkpoint on each test photograph's own pixels (the headline Dice).
-
-    ``dice_native`` is the raw prediction; ``dice_native_post`` uses the post-processing
-    switches chosen on the fold's *validation* images (``postprocess_choice``). A crop segmenter
-    is scored on its test crops (around the localizer's centres), pasted back.
-    """
-    crops = datamodule.test_crops() if hasattr(datamodule, "test_crops") else None
-    common = {"batch_size": datamodule.batch_size, "mask_threshold": datamodule.mask_threshold}
-    data, dataset = datamodule.data, datamodule.dataset
-    test = datamodule.selection["test"]
-    native = native_segmentation_metrics(model, data, dataset, test, crops=crops, **common)
-    val_crops = datamodule.val_crops() if hasattr(datamodule, "val_crops") else None
-    post, choice = choose_native_postprocess(
-        model,
-        data,
-        dataset,
-        datamodule.selection["val"],
-        crops=val_crops,
-        fixed=switch_options(postprocess),
-        **common,
-    )
-    posted = native
-    if post.any:
-        posted = native_segmentation_metrics(
-            model, data, dataset, test, crops=crops, post=post, **common
-        )
-    for key in ("dice_native", "iou_native", "hd95_native_px", "hd95_undefined"):
-        result["test"][key] = native[key]
-        result["test"][f"{key}_post"] = posted[key]
-    result["postprocess_choice"] = choice
-    result["per_image_test_dice_native"] = {i: s["dice"] for i, s in native["per_image"].items()}
-    result["per_image_test_dice_native_post"] = {
-        i: s["dice"] for i, s in posted["per_image"].items()
-    }
-    result["per_image_test_native"] = native["per_image"]
-    if crops is not None:
-        errors = datamodule.centre_errors()
-        result["roi"] = {
-            **datamodule.roi_facts(),
-            "localizer": str(localizer) if localizer else None,
-            "centre_dist_px": sum(errors.values()) / len(errors),
-        }
-        result["per_image_test_centre_dist_px"] = errors
 
 
 def in_multirun() -> bool:
@@ -362,10 +208,6 @@ def job_failed(cfg: DictConfig, run_dir: Path, job: dict, error: Exception, star
         raise error
     log.exception("job %s failed; the sweep goes on", cfg.run_name, exc_info=error)
     return None
-
-
-def file_sha256(path: Path) -> str:
-    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
 
 
 def _headline(metrics: dict) -> str:
