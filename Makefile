@@ -8,7 +8,7 @@ export WANDB_MODE ?= offline
 export WANDB_SILENT := true
 export HYDRA_FULL_ERROR := 1
 
-.PHONY: install demo idrid drions ablation paper test lint format bench clean
+.PHONY: install demo idrid drions drions-roi idrid-roi ablation paper test lint format bench clean
 
 install: $(STAMP)
 
@@ -43,6 +43,16 @@ idrid: install
 	$(call experiment,data=idrid pool=idrid-centres $(REAL),outputs/sweeps/idrid,localize,)
 drions: install
 	$(call experiment,data=drions pool=idrid-centres $(REAL),outputs/sweeps/drions,localize,)
+
+# Disc-centred crops (roi=disc) after `make drions` / `make idrid`: the segmenter sees 64-px crops of
+# 3 disc diameters; test crops go around the centres of that sweep's localizer (never the true ones).
+ROI_ARGS = roi=disc model.encoder_ckpt=$(1)/localize/shared/encoder.pt roi.localizer_ckpt=$(1)/localize/shared/checkpoints/best.ckpt
+drions-roi: install
+	$(BIN)/python -m locseg.train -m +sweep=segment data=drions pool=idrid-centres $(REAL) $(call ROI_ARGS,outputs/sweeps/drions) sweep_dir=outputs/sweeps/drions-roi $(PARALLEL) data.fraction=$(FRACTIONS)
+	$(BIN)/python -m locseg.report outputs/sweeps/drions-roi
+idrid-roi: install
+	$(BIN)/python -m locseg.train -m +sweep=segment data=idrid pool=idrid-centres $(REAL) $(call ROI_ARGS,outputs/sweeps/idrid) sweep_dir=outputs/sweeps/idrid-roi $(PARALLEL) data.fraction=$(FRACTIONS)
+	$(BIN)/python -m locseg.report outputs/sweeps/idrid-roi
 
 # Ablation on idrid-od: localizer head (linear, heatmap) x pool (own images per fold, idrid-centres)
 # x arm. Scratch runs once, in `make idrid`'s sweep, and every variant is paired with it by fold.
