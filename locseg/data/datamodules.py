@@ -216,9 +216,13 @@ class FundusDataModule(pl.LightningDataModule):
 
     # ------------------------------------------------------------------ loaders
 
+    def samples(self, part: str, augmentation, train: bool) -> FundusSamples:
+        """The images of ``part`` as a Dataset (subclasses serve other views, e.g. crops)."""
+        return FundusSamples(self.items(part), augmentation)
+
     def _loader(self, part: str, train: bool) -> DataLoader:
         augmentation = build_augmentation(**self.augment_options) if train else None
-        samples = FundusSamples(self.items(part), augmentation)
+        samples = self.samples(part, augmentation, train)
         samples.reseed(self.seed)  # the main process's stream (num_workers=0)
         return DataLoader(
             samples,

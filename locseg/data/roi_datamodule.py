@@ -24,10 +24,9 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from torch.utils.data import DataLoader
 
-from locseg.data.augment import apply_augmentation, build_augmentation
-from locseg.data.datamodules import FundusSamples, SegmentationDataModule, seed_worker
+from locseg.data.augment import apply_augmentation
+from locseg.data.datamodules import FundusSamples, SegmentationDataModule
 from locseg.data.dataset import DatasetError, FundusDataset, load_sample
 from locseg.data.frames import from_frame
 from locseg.data.preprocess import (
@@ -377,22 +376,7 @@ class RoiSegmentationDataModule(SegmentationDataModule):
 
     # ------------------------------------------------------------------ loaders
 
-    def _loader(self, part: str, train: bool) -> DataLoader:
-        augmentation = build_augmentation(**self.augment_options) if train else None
-        samples = CropSamples(
-            self._part_crops(part),
-            self.data,
-            augmentation,
-            window=self.crop_size if train else None,
-        )
-        samples.reseed(self.seed)
-        return DataLoader(
-            samples,
-            batch_size=self.batch_size,
-            shuffle=train,
-            drop_last=train and len(self.selection[part]) > self.batch_size,
-            num_workers=self.num_workers,
-            persistent_workers=self.num_workers > 0,
-            pin_memory=self.pin_memory,
-            worker_init_fn=seed_worker,
-        )
+    def samples(self, part: str, augmentation, train: bool) -> CropSamples:
+        """Crops instead of whole photographs; a random window of each in training (jitter)."""
+        window = self.crop_size if train else None
+        return CropSamples(self._part_crops(part), self.data, augmentation, window=window)
