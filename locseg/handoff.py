@@ -77,7 +77,7 @@ def set_roi_test_centres(cfg: DictConfig, datamodule) -> Path | None:
     ``encoder.pt`` must pass the same leakage check as a localizer arm's encoder. Returns its
     checkpoint (None when the test crops do not come from a localizer).
     """
-    if getattr(datamodule, "centre_source", None) != "predicted":
+    if datamodule.centre_source != "predicted":
         return None
     path = roi_localizer_path(
         datamodule.localizer_ckpt, cfg.model.get("encoder_ckpt"), cfg.sweep_dir, cfg.data.fold

@@ -53,12 +53,12 @@ def add_native_metrics(
     switches chosen on the fold's *validation* images (``postprocess_choice``). A crop segmenter
     is scored on its test crops (around the localizer's centres), pasted back.
     """
-    crops = datamodule.test_crops() if hasattr(datamodule, "test_crops") else None
+    crops = datamodule.test_crops()
     common = {"batch_size": datamodule.batch_size, "mask_threshold": datamodule.mask_threshold}
     data, dataset = datamodule.data, datamodule.dataset
     test = datamodule.selection["test"]
     native = native_segmentation_metrics(model, data, dataset, test, crops=crops, **common)
-    val_crops = datamodule.val_crops() if hasattr(datamodule, "val_crops") else None
+    val_crops = datamodule.val_crops()
     post, choice = choose_native_postprocess(
         model,
         data,

@@ -216,6 +216,15 @@ class FundusDataModule(pl.LightningDataModule):
 
     # ------------------------------------------------------------------ loaders
 
+    # Whole photographs: no crops, no test centres to place (the crop module overrides these).
+    centre_source: str | None = None
+
+    def test_crops(self):
+        return None
+
+    def val_crops(self):
+        return None
+
     def samples(self, part: str, augmentation, train: bool) -> FundusSamples:
         """The images of ``part`` as a Dataset (subclasses serve other views, e.g. crops)."""
         return FundusSamples(self.items(part), augmentation)
