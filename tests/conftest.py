@@ -48,6 +48,43 @@ def make_dataset(
     return root
 
 
+def write_labelled(root: Path, pictures, n_masked: int) -> Path:
+    """Write (image, mask) pairs: the first ``n_masked`` with their mask, the rest centre only;
+    every centre is its mask's centroid."""
+    from locseg.data.dataset import DatasetWriter
+
+    with DatasetWriter(root) as writer:
+        for i, (image, mask) in enumerate(pictures):
+            ys, xs = np.nonzero(mask)
+            centre = (float(xs.mean()), float(ys.mean()))
+            if i < n_masked:
+                writer.add(f"seg_{i:03d}", image, mask, centre)
+            else:
+                writer.add(f"loc_{i:03d}", image, None, centre)
+    return root
+
+
+def make_fov_dataset(root: Path, n_masked: int = 12, n_centre_only: int = 0) -> Path:
+    """64 x 48 photographs: black border, a red circular field of view, one bright disc.
+
+    The field-of-view square (``crop_fov``) is then a true sub-frame, not the whole photograph.
+    """
+    rng = np.random.default_rng(11)
+    yy, xx = np.mgrid[:48, :64]
+
+    def draw():
+        fx, fy = rng.uniform(28, 36), rng.uniform(22, 26)
+        image = np.zeros((48, 64, 3), np.uint8)
+        image[(xx - fx) ** 2 + (yy - fy) ** 2 <= 21**2] = (170, 60, 30)
+        angle, radius = rng.uniform(0, 2 * np.pi), rng.uniform(4, 9)
+        cx, cy = fx + radius * np.cos(angle), fy + radius * np.sin(angle)
+        mask = (xx - cx) ** 2 + (yy - cy) ** 2 <= rng.uniform(4, 6) ** 2
+        image[mask] = (250, 220, 160)
+        return image, mask
+
+    return write_labelled(root, (draw() for _ in range(n_masked + n_centre_only)), n_masked)
+
+
 @pytest.fixture(autouse=True, scope="session")
 def one_torch_thread():
     import torch

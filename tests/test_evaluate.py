@@ -12,11 +12,11 @@ import cv2
 import numpy as np
 import pytest
 import torch
-from conftest import draw_disc_image
+from conftest import draw_disc_image, write_labelled
 from test_inference import train_roi_segmenter
 from test_train import compose_job
 
-from locseg.data.dataset import DatasetError, DatasetWriter, read_image, read_mask
+from locseg.data.dataset import DatasetError, read_image, read_mask
 from locseg.data.preprocess import PreprocessConfig, preprocess_image
 from locseg.data.roi import RoiError
 from locseg.evaluate import evaluate, main
@@ -30,17 +30,12 @@ WIDTH, HEIGHT = 64, 44
 def make_wide_dataset(root: Path, n_masked: int = 12, n_centre_only: int = 8) -> Path:
     """64 x 44 photographs (not square, so the native mapping matters) with one disc each."""
     rng = np.random.default_rng(5)
-    with DatasetWriter(root) as writer:
-        for i in range(n_masked + n_centre_only):
-            image, mask, _ = draw_disc_image(rng, WIDTH)
-            image, mask = image[10 : 10 + HEIGHT], mask[10 : 10 + HEIGHT]
-            ys, xs = np.nonzero(mask)
-            centre = (float(xs.mean()), float(ys.mean()))
-            if i < n_masked:
-                writer.add(f"seg_{i:03d}", image, mask, centre)
-            else:
-                writer.add(f"loc_{i:03d}", image, None, centre)
-    return root
+
+    def draw():
+        image, mask, _ = draw_disc_image(rng, WIDTH)
+        return image[10 : 10 + HEIGHT], mask[10 : 10 + HEIGHT]
+
+    return write_labelled(root, (draw() for _ in range(n_masked + n_centre_only)), n_masked)
 
 
 @pytest.fixture(scope="module")

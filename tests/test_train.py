@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import make_dataset
+from conftest import make_dataset, make_fov_dataset
 from hydra import compose, initialize_config_module
 from hydra.core.global_hydra import GlobalHydra
 from hydra.core.hydra_config import HydraConfig
@@ -271,33 +271,6 @@ def test_pool_trains_one_localizer_without_copies_of_masked_images(tmp_path):
 
 
 # --------------------------------------------------------------------------- field-of-view frames
-
-
-def make_fov_dataset(root: Path, n_masked: int = 12, n_centre_only: int = 0) -> Path:
-    """64 x 48 photographs: black border, a red circular field of view, one bright disc.
-
-    The field-of-view square (``crop_fov``) is then a true sub-frame, not the whole photograph.
-    """
-    from locseg.data.dataset import DatasetWriter
-
-    rng = np.random.default_rng(11)
-    yy, xx = np.mgrid[:48, :64]
-    with DatasetWriter(root) as writer:
-        for i in range(n_masked + n_centre_only):
-            fx, fy = rng.uniform(28, 36), rng.uniform(22, 26)
-            image = np.zeros((48, 64, 3), np.uint8)
-            image[(xx - fx) ** 2 + (yy - fy) ** 2 <= 21**2] = (170, 60, 30)
-            angle, radius = rng.uniform(0, 2 * np.pi), rng.uniform(4, 9)
-            cx, cy = fx + radius * np.cos(angle), fy + radius * np.sin(angle)
-            mask = (xx - cx) ** 2 + (yy - cy) ** 2 <= rng.uniform(4, 6) ** 2
-            image[mask] = (250, 220, 160)
-            ys, xs = np.nonzero(mask)
-            centre = (float(xs.mean()), float(ys.mean()))
-            if i < n_masked:
-                writer.add(f"seg_{i:03d}", image, mask, centre)
-            else:
-                writer.add(f"loc_{i:03d}", image, None, centre)
-    return root
 
 
 @pytest.fixture(scope="module")

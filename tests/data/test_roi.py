@@ -205,7 +205,7 @@ def test_unknown_roi_key_is_named(tmp_path):
 def test_crop_fov_cache_gives_the_same_crops_around_the_same_native_centres(tmp_path):
     """roi with data.preprocess.crop_fov: centres come back through each image's FOV square and
     the crop is not cut to a field of view again, so the crops are those of a plain module."""
-    from test_train import make_fov_dataset
+    from conftest import make_fov_dataset
 
     from locseg.data.roi_datamodule import true_centres
 
