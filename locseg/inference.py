@@ -553,6 +553,41 @@ def native_predictions(
         model.train(was_training)
 
 
+def segmentation_scores(
+    model: torch.nn.Module,
+    data: PreprocessedSet,
+    dataset: FundusDataset,
+    ids: Sequence[str],
+    posts: Sequence[PostProcess],
+    batch_size: int = 16,
+    threshold: float = 0.5,
+    mask_threshold: int | None = None,
+    crops: CropSet | None = None,
+) -> dict[PostProcess, dict[str, dict[str, float]]]:
+    """Per switch set of ``posts`` and per image: native ``dice``, ``iou``, ``hd95_px`` and
+    input-size ``dice_input``/``iou_input``.
+
+    Native scores compare the probabilities, mapped back as :func:`native_mask` does (through the
+    image's frame, ``data.frame(row)``), with the original mask file; input-size scores compare
+    them with the cached mask, as training's test step does. With ``crops`` (a segmenter trained
+    on ``data.roi``) the network sees each image's crop, input-size scores use the crop's mask,
+    and the probabilities are pasted back into the photograph from the crop's box. A switch set's
+    flip TTA changes the probabilities (both scores); its clean-ups change the native mask. One
+    forward pass per TTA setting serves every switch set that shares it.
+    """
+    results: dict[PostProcess, dict[str, dict[str, float]]] = {post: {} for post in posts}
+    for tta in sorted({post.tta for post in posts}):
+        sharing = [post for post in results if post.tta == tta]
+        for image_id, native, truth, dice_in, iou_in in native_predictions(
+            model, data, dataset, ids, batch_size, threshold, mask_threshold, crops, tta
+        ):
+            mask = native > threshold
+            for post in sharing:
+                scores = mask_scores(post.apply(mask), truth)
+                results[post][image_id] = {**scores, "dice_input": dice_in, "iou_input": iou_in}
+    return results
+
+
 def segmentation_per_image(
     model: torch.nn.Module,
     data: PreprocessedSet,
@@ -564,23 +599,11 @@ def segmentation_per_image(
     crops: CropSet | None = None,
     post: PostProcess | None = None,
 ) -> dict[str, dict[str, float]]:
-    """Per image: native ``dice``, ``iou``, ``hd95_px`` and input-size ``dice_input``/``iou_input``.
-
-    Native scores compare the probabilities, mapped back as :func:`native_mask` does (through the
-    image's frame, ``data.frame(row)``), with the original mask file; input-size scores compare
-    them with the cached mask, as training's test step does. With ``crops`` (a segmenter trained
-    on ``data.roi``) the network sees each image's crop, input-size scores use the crop's mask,
-    and the probabilities are pasted back into the photograph from the crop's box. ``post``:
-    flip TTA on the probabilities (both scores) and clean-ups of the native mask.
-    """
+    """:func:`segmentation_scores` of one switch set (none by default)."""
     post = post or PostProcess()
-    results: dict[str, dict[str, float]] = {}
-    for image_id, native, truth, dice_in, iou_in in native_predictions(
-        model, data, dataset, ids, batch_size, threshold, mask_threshold, crops, post.tta
-    ):
-        scores = mask_scores(post.apply(native > threshold), truth)
-        results[image_id] = {**scores, "dice_input": dice_in, "iou_input": iou_in}
-    return results
+    return segmentation_scores(
+        model, data, dataset, ids, [post], batch_size, threshold, mask_threshold, crops
+    )[post]
 
 
 def postprocess_table(
@@ -669,8 +692,29 @@ def native_segmentation_metrics(
     values only; ``hd95_undefined`` counts the images whose prediction is empty (HD95 NaN, see
     :mod:`locseg.metrics_native`). Runs on the model's device, without autograd.
     """
-    per_image = segmentation_per_image(
-        model, data, dataset, ids, batch_size, threshold, mask_threshold, crops, post
+    post = post or PostProcess()
+    return native_metrics_by_post(
+        model, data, dataset, ids, [post], batch_size, threshold, mask_threshold, crops
+    )[post]
+
+
+def native_metrics_by_post(
+    model: SegmenterModule,
+    data: PreprocessedSet,
+    dataset: FundusDataset,
+    ids: list[str],
+    posts: Sequence[PostProcess],
+    batch_size: int = 16,
+    threshold: float = 0.5,
+    mask_threshold: int | None = None,
+    crops: CropSet | None = None,
+) -> dict[PostProcess, dict]:
+    """:func:`native_segmentation_metrics` for several switch sets from shared forward passes."""
+    scores = segmentation_scores(
+        model, data, dataset, ids, posts, batch_size, threshold, mask_threshold, crops
     )
     native = ("dice", "iou", "hd95_px")
-    return summarise_scores({i: {k: s[k] for k in native} for i, s in per_image.items()})
+    return {
+        post: summarise_scores({i: {k: s[k] for k in native} for i, s in per_image.items()})
+        for post, per_image in scores.items()
+    }

@@ -11,8 +11,8 @@ from pathlib import Path
 import pytorch_lightning as pl
 from omegaconf import DictConfig
 
-from locseg.inference import choose_native_postprocess, native_segmentation_metrics
-from locseg.postprocess import switch_options
+from locseg.inference import choose_native_postprocess, native_metrics_by_post
+from locseg.postprocess import PostProcess, switch_options
 
 
 def stage_metrics(results: list[dict], stage: str) -> dict[str, float]:
@@ -56,23 +56,20 @@ def add_native_metrics(
     crops = datamodule.test_crops()
     common = {"batch_size": datamodule.batch_size, "mask_threshold": datamodule.mask_threshold}
     data, dataset = datamodule.data, datamodule.dataset
-    test = datamodule.selection["test"]
-    native = native_segmentation_metrics(model, data, dataset, test, crops=crops, **common)
-    val_crops = datamodule.val_crops()
     post, choice = choose_native_postprocess(
         model,
         data,
         dataset,
         datamodule.selection["val"],
-        crops=val_crops,
+        crops=datamodule.val_crops(),
         fixed=switch_options(postprocess),
         **common,
     )
-    posted = native
-    if post.any:
-        posted = native_segmentation_metrics(
-            model, data, dataset, test, crops=crops, post=post, **common
-        )
+    raw = PostProcess()
+    scored = native_metrics_by_post(
+        model, data, dataset, datamodule.selection["test"], [raw, post], crops=crops, **common
+    )
+    native, posted = scored[raw], scored[post]
     for key in ("dice_native", "iou_native", "hd95_native_px", "hd95_undefined"):
         result["test"][key] = native[key]
         result["test"][f"{key}_post"] = posted[key]
