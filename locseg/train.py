@@ -48,6 +48,7 @@ from locseg.scoring import add_native_metrics, localizer_facts, stage_metrics
 log = logging.getLogger("locseg.train")
 locseg.quiet_known_noise()
 OmegaConf.register_new_resolver("locseg_arm", arm_name, replace=True)
+OmegaConf.register_new_resolver("locseg_min", lambda *values: min(values), replace=True)
 
 
 def print_config_tree(cfg: DictConfig, save_to: Path) -> None:

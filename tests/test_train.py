@@ -487,3 +487,10 @@ def test_roi_in_a_segment_sweep_finds_the_localizer_beside_the_encoder(roi_jobs,
         metrics["identity"]["encoder"]
         == hashlib.sha256((shared / "encoder.pt").read_bytes()).hexdigest()
     )
+
+
+def test_budget_shorter_than_val_every_still_checkpoints(tmp_path, data_root):
+    """20 steps with val_every=40 used to end without a validation, so without best.ckpt."""
+    seg = run("segment", tmp_path / "S", data_root, "steps.segment=3", "val_every=40")
+    assert seg["best_checkpoint"] and Path(seg["best_checkpoint"]).name == "best.ckpt"
+    assert (tmp_path / "S" / "checkpoints" / "best.ckpt").is_file()
