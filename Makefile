@@ -8,7 +8,7 @@ export WANDB_MODE ?= offline
 export WANDB_SILENT := true
 export HYDRA_FULL_ERROR := 1
 
-.PHONY: install demo idrid drions drions-roi idrid-roi ablation paper test lint format bench clean
+.PHONY: install demo idrid drions idrid-whole drions-whole ablation paper test lint format bench clean
 
 install: $(STAMP)
 
@@ -36,35 +36,35 @@ demo: install
 	$(BIN)/python -m locseg.prepare synthetic $(DEMO_DATA) --n-localize 1200 --n-segment 60
 	$(call experiment,data.root=$(DEMO_DATA),$(DEMO_SWEEP),localize,)
 
-# Real photographs from ../shared. The localizer learns from IDRiD's 508 centre-only photographs
-# (pool=idrid-centres, copies of the masked photographs dropped by content); one localizer serves
-# every fold. idrid: segment IDRiD's 81 masks; drions: DRIONS-DB's 109 (another dataset).
+# Real photographs from ../shared (experiment=real, about 30 min each on 2 cores). The localizer
+# learns from IDRiD's 508 centre-only photographs (pool=idrid-centres, copies of the masked
+# photographs dropped by content); one localizer serves every fold and places every arm's test
+# crops (roi=disc: 64-px crops of 2 disc diameters around its predicted centre; native metrics).
+# idrid: segment IDRiD's 81 masks; drions: DRIONS-DB's 109 (another dataset).
 idrid: install
 	$(call experiment,data=idrid pool=idrid-centres $(REAL),outputs/sweeps/idrid,localize,)
 drions: install
 	$(call experiment,data=drions pool=idrid-centres $(REAL),outputs/sweeps/drions,localize,)
 
-# Disc-centred crops (roi=disc) after `make drions` / `make idrid`: the segmenter sees 64-px crops of
-# 3 disc diameters; test crops go around the centres of that sweep's localizer (never the true ones).
-ROI_ARGS = roi=disc model.encoder_ckpt=$(1)/localize/shared/encoder.pt roi.localizer_ckpt=$(1)/localize/shared/checkpoints/best.ckpt
-drions-roi: install
-	$(BIN)/python -m locseg.train -m +sweep=segment data=drions pool=idrid-centres $(REAL) $(call ROI_ARGS,outputs/sweeps/drions) sweep_dir=outputs/sweeps/drions-roi $(PARALLEL) data.fraction=$(FRACTIONS)
-	$(BIN)/python -m locseg.report outputs/sweeps/drions-roi
-idrid-roi: install
-	$(BIN)/python -m locseg.train -m +sweep=segment data=idrid pool=idrid-centres $(REAL) $(call ROI_ARGS,outputs/sweeps/idrid) sweep_dir=outputs/sweeps/idrid-roi $(PARALLEL) data.fraction=$(FRACTIONS)
-	$(BIN)/python -m locseg.report outputs/sweeps/idrid-roi
+# The same on whole photographs squeezed to 64 px (the earlier recipe; the ablation's baseline).
+REAL_WHOLE := experiment=real_whole
+idrid-whole: install
+	$(call experiment,data=idrid pool=idrid-centres $(REAL_WHOLE),outputs/sweeps/idrid-whole,localize,)
+drions-whole: install
+	$(call experiment,data=drions pool=idrid-centres $(REAL_WHOLE),outputs/sweeps/drions-whole,localize,)
 
 # Ablation on idrid-od: localizer head (linear, heatmap) x pool (own images per fold, idrid-centres)
-# x arm. Scratch runs once, in `make idrid`'s sweep, and every variant is paired with it by fold.
+# x arm, on whole photographs. Scratch runs once, in `make idrid-whole`'s sweep; every variant
+# is paired with it by fold.
 ABLATION := outputs/sweeps/ablation
-ablation: idrid
-	$(BIN)/python -m locseg.train -m +sweep=localize data=idrid $(REAL) pool=idrid-centres localizer_head=linear sweep_dir=$(ABLATION)/linear-pool $(PARALLEL)
-	$(BIN)/python -m locseg.train -m +sweep=localize_per_fold data=idrid $(REAL) sweep_dir=$(ABLATION)/heatmap-own $(PARALLEL)
-	$(BIN)/python -m locseg.train -m +sweep=localize_per_fold data=idrid $(REAL) localizer_head=linear sweep_dir=$(ABLATION)/linear-own $(PARALLEL)
-	$(BIN)/python -m locseg.train -m +sweep=segment data=idrid $(REAL) pool=idrid-centres localizer_head=linear sweep_dir=$(ABLATION)/linear-pool $(PARALLEL) data.fraction=$(FRACTIONS) init=localizer-frozen,localizer-finetune
-	$(BIN)/python -m locseg.train -m +sweep=segment data=idrid $(REAL) sweep_dir=$(ABLATION)/heatmap-own $(PARALLEL) data.fraction=$(FRACTIONS) init=localizer-frozen,localizer-finetune
-	$(BIN)/python -m locseg.train -m +sweep=segment data=idrid $(REAL) localizer_head=linear sweep_dir=$(ABLATION)/linear-own $(PARALLEL) data.fraction=$(FRACTIONS) init=localizer-frozen,localizer-finetune
-	$(BIN)/python -m locseg.ablation heatmap-pool=outputs/sweeps/idrid linear-pool=$(ABLATION)/linear-pool \
+ablation: idrid-whole
+	$(BIN)/python -m locseg.train -m +sweep=localize data=idrid $(REAL_WHOLE) pool=idrid-centres localizer_head=linear sweep_dir=$(ABLATION)/linear-pool $(PARALLEL)
+	$(BIN)/python -m locseg.train -m +sweep=localize_per_fold data=idrid $(REAL_WHOLE) sweep_dir=$(ABLATION)/heatmap-own $(PARALLEL)
+	$(BIN)/python -m locseg.train -m +sweep=localize_per_fold data=idrid $(REAL_WHOLE) localizer_head=linear sweep_dir=$(ABLATION)/linear-own $(PARALLEL)
+	$(BIN)/python -m locseg.train -m +sweep=segment data=idrid $(REAL_WHOLE) pool=idrid-centres localizer_head=linear sweep_dir=$(ABLATION)/linear-pool $(PARALLEL) data.fraction=$(FRACTIONS) init=localizer-frozen,localizer-finetune
+	$(BIN)/python -m locseg.train -m +sweep=segment data=idrid $(REAL_WHOLE) sweep_dir=$(ABLATION)/heatmap-own $(PARALLEL) data.fraction=$(FRACTIONS) init=localizer-frozen,localizer-finetune
+	$(BIN)/python -m locseg.train -m +sweep=segment data=idrid $(REAL_WHOLE) localizer_head=linear sweep_dir=$(ABLATION)/linear-own $(PARALLEL) data.fraction=$(FRACTIONS) init=localizer-frozen,localizer-finetune
+	$(BIN)/python -m locseg.ablation heatmap-pool=outputs/sweeps/idrid-whole linear-pool=$(ABLATION)/linear-pool \
 		heatmap-own=$(ABLATION)/heatmap-own linear-own=$(ABLATION)/linear-own \
 		--baseline heatmap-pool --out $(ABLATION)/ablation.md
 

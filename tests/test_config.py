@@ -17,7 +17,7 @@ def compose_cfg(*overrides: str, hydra: bool = False):
 
 
 @pytest.mark.parametrize("phase", ["localize", "segment"])
-@pytest.mark.parametrize("experiment", ["demo", "paper"])
+@pytest.mark.parametrize("experiment", ["demo", "paper", "real", "real_whole"])
 @pytest.mark.parametrize("data", ["synthetic", "drions"])
 def test_phase_experiment_data_compose(phase, experiment, data):
     cfg = compose_cfg(
@@ -32,6 +32,24 @@ def test_phase_experiment_data_compose(phase, experiment, data):
         assert (cfg.net.depth, cfg.net.base_width, cfg.data.image_size) == (4, 32, 256)
         assert cfg.trainer.accelerator == "gpu"
     OmegaConf.resolve(cfg)  # every interpolation resolves
+
+
+def test_real_recipe_segments_disc_crops_and_the_whole_recipe_does_not():
+    """experiment=real turns the segment DataModule into the crop one; real_whole keeps photos."""
+    from locseg.handoff import ROI_DATAMODULE, roi_overrides
+
+    real = compose_cfg("+phase=segment", "experiment=real", "data=drions")
+    assert roi_overrides(real) == {"_target_": ROI_DATAMODULE, "roi": real.roi}
+    assert (real.roi.side_diameters, real.net.base_width, real.model.scheduler) == (
+        2.0,
+        16,
+        "cosine",
+    )
+    whole = compose_cfg("+phase=segment", "experiment=real_whole", "data=drions")
+    assert whole.get("roi") is None and roi_overrides(whole) == {}
+    localize = compose_cfg("+phase=localize", "experiment=real", "data=drions")
+    assert roi_overrides(localize) == {}, "the localizer always sees whole photographs"
+    assert localize.net.base_width == real.net.base_width, "the encoder must fit the segmenter"
 
 
 @pytest.mark.parametrize(

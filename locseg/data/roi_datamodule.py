@@ -254,7 +254,9 @@ class RoiSegmentationDataModule(SegmentationDataModule):
     def __init__(self, *args, roi: Mapping | None = None, **kwargs):
         super().__init__(*args, **kwargs)
         options = dict(roi or {})
-        self.centre_source = check_centre_source(str(options.pop("test_centres", "predicted")))
+        self.centre_source = check_centre_source(
+            str(options.pop("test_centres", "predicted")).lower()
+        )
         self.localizer_ckpt = options.pop("localizer_ckpt", None)
         try:
             self.spec = RoiSpec(**options)

@@ -202,6 +202,13 @@ def test_unknown_roi_key_is_named(tmp_path):
         RoiSegmentationDataModule(root=str(tmp_path), roi={"sidepx": 3})
 
 
+@pytest.mark.parametrize("written", [True, "true", "True"])
+def test_oracle_centres_accept_yaml_true(tmp_path, written):
+    """``roi.test_centres=true`` reaches the DataModule as a YAML boolean; it means the oracle."""
+    module = RoiSegmentationDataModule(root=str(tmp_path), roi={"test_centres": written})
+    assert module.centre_source == "true"
+
+
 def test_crop_fov_cache_gives_the_same_crops_around_the_same_native_centres(tmp_path):
     """roi with data.preprocess.crop_fov: centres come back through each image's FOV square and
     the crop is not cut to a field of view again, so the crops are those of a plain module."""
