@@ -16,6 +16,7 @@ from locseg.experiments.report.fmt import (
     fmt_p,
     fmt_range,
 )
+from locseg.experiments.report.postprocess import summarise_postprocessing
 from locseg.experiments.stats import MINUS
 
 __all__ = ["render_markdown", "metric_caption", "marks_legend", "WHY_OPTIMISTIC"]
@@ -188,6 +189,51 @@ def _md_comparisons(rep: Report) -> list[str]:
     return lines + ["", WHY_OPTIMISTIC, ""]
 
 
+def _md_postprocess(rep: Report) -> list[str]:
+    """Each post-processing switch on / off: validation decisions and the test Dice it moved."""
+    switches, tests = summarise_postprocessing(rep.records)
+    if not switches and not tests:
+        return []
+    lines = [
+        "## Post-processing: each switch on / off",
+        "",
+        "Every job decides its switches one after another on its own validation images (never "
+        "test): mean validation Dice at native resolution with and without each switch when it "
+        "was decided, and how many jobs kept it.",
+        "",
+    ]
+    lines += _md_table(
+        ["switch", "chosen", "val Dice without", "val Dice with", "Δ"],
+        [
+            [
+                s.switch,
+                f"{s.chosen} of {s.jobs}",
+                fmt_num(s.val_without, ".4f"),
+                fmt_num(s.val_with, ".4f"),
+                f"{s.val_with - s.val_without:+.4f}".replace("-", MINUS),
+            ]
+            for s in switches
+        ],
+        "lrrrr",
+    )
+    lines += ["", "Test Dice at native resolution, raw and with each job's chosen switches:", ""]
+    lines += _md_table(
+        ["arm", "jobs", "raw", "post-processed", "Δ"],
+        [
+            [
+                t.arm,
+                str(t.jobs),
+                fmt_num(t.test_raw, ".4f"),
+                fmt_num(t.test_post, ".4f"),
+                f"{t.test_post - t.test_raw:+.4f}".replace("-", MINUS),
+            ]
+            for t in tests
+        ],
+        "lrrrr",
+    )
+    return lines + [""]
+
+
 def _md_problems(rep: Report) -> list[str]:
     failed, incomplete = rep.by_status("failed"), rep.by_status("incomplete")
     stale = rep.by_status("stale")
@@ -219,5 +265,6 @@ def render_markdown(rep: Report, sweep_dir: str | os.PathLike, figure: str) -> s
         f"![Test {rep.metric.label} against the fraction of labels]({figure})",
         "",
     ]
-    lines += _md_dice(rep) + _md_localizer(rep) + _md_comparisons(rep) + _md_problems(rep)
+    lines += _md_dice(rep) + _md_localizer(rep) + _md_comparisons(rep) + _md_postprocess(rep)
+    lines += _md_problems(rep)
     return "\n".join(lines)
