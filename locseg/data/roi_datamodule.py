@@ -51,6 +51,9 @@ CROP_CACHE_VERSION = 1
 # The entry of a Lightning checkpoint that carries the region a segmenter was trained on; the
 # DataModule's state_dict lands in every checkpoint Lightning writes while it trains.
 CHECKPOINT_ENTRY = "locseg_roi"
+# roi keys read by the crop-scale localizer (locseg.data.roi_localization); a segmenter ignores
+# them, so one roi node serves the localize and the segment jobs of a sweep.
+LOCALIZER_KEYS = ("localizer_crops", "localizer_jitter", "localizer_diameter_px")
 
 
 # --------------------------------------------------------------------------- the crop cache
@@ -205,6 +208,10 @@ class CropSamples(FundusSamples):
         super().reseed(seed)
         self.rng = np.random.default_rng([int(seed), 11])
 
+    def offset(self, item: int, spare: int) -> np.ndarray:
+        """Where item's window starts in its cached crop: (x, y) crop px in [0, spare]."""
+        return self.rng.integers(0, spare + 1, 2)
+
     def __getitem__(self, item: int) -> dict[str, torch.Tensor]:
         crops, row = self.crops, self.rows[item]
         image, mask = crops.images[item], crops.masks[item]
@@ -212,7 +219,7 @@ class CropSamples(FundusSamples):
         size, offset = full, np.zeros(2, dtype=np.int64)
         if self.window is not None and self.window < full:
             size = self.window
-            offset = self.rng.integers(0, full - size + 1, 2)
+            offset = self.offset(item, full - size)
             ox, oy = (int(v) for v in offset)
             image, mask = (
                 image[oy : oy + size, ox : ox + size],
@@ -258,12 +265,14 @@ class RoiSegmentationDataModule(SegmentationDataModule):
             str(options.pop("test_centres", "predicted")).lower()
         )
         self.localizer_ckpt = options.pop("localizer_ckpt", None)
+        for key in LOCALIZER_KEYS:  # the crop-scale localizer's options, not the segmenter's
+            options.pop(key, None)
         try:
             self.spec = RoiSpec(**options)
         except TypeError as error:
             raise DatasetError(
                 f"data.roi: {error}; valid keys are side_diameters, side_px, jitter, "
-                "test_centres, localizer_ckpt"
+                f"test_centres, localizer_ckpt, {', '.join(LOCALIZER_KEYS)}"
             ) from None
         self.side_px: int | None = None
         self.median_diameter_px: float | None = None
