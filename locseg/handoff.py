@@ -13,6 +13,7 @@ from pathlib import Path
 
 from omegaconf import DictConfig
 
+from locseg.data.roi_localization import RoiLocalizationDataModule
 from locseg.experiments.sweep import ENCODER_FILE, find_encoder
 from locseg.inference import InferenceError, roi_localizer_path, roi_test_centres
 from locseg.models.encoder_io import (
@@ -22,6 +23,7 @@ from locseg.models.encoder_io import (
 )
 
 ROI_DATAMODULE = "locseg.data.roi_datamodule.RoiSegmentationDataModule"
+ROI_LOCALIZATION = "locseg.data.roi_localization.RoiLocalizationDataModule"
 
 
 def hand_on_encoder(path: Path, model, datamodule, cfg: DictConfig) -> Path:
@@ -32,6 +34,8 @@ def hand_on_encoder(path: Path, model, datamodule, cfg: DictConfig) -> Path:
         "dataset": cfg.data.name,
         "excluded_hash": datamodule.excluded_hash,
     }
+    if isinstance(datamodule, RoiLocalizationDataModule):  # the crops its encoder has seen
+        extra["roi"] = datamodule.crop_facts()
     hparams = model.hparams
     return save_encoder(path, model.encoder, hparams.input_size, hparams.preprocess, extra)
 
@@ -65,9 +69,16 @@ def check_encoder_scope(path: Path, cfg: DictConfig, datamodule) -> None:
 
 
 def roi_overrides(cfg: DictConfig) -> dict:
-    """``roi=disc`` turns a segment job's DataModule into the crop one (data.image_size = crop)."""
-    roi = cfg.get("roi") if cfg.phase == "segment" else None
-    return {"_target_": ROI_DATAMODULE, "roi": roi} if roi else {}
+    """``roi=disc`` turns a segment job's DataModule into the crop one (data.image_size = crop);
+    ``roi.localizer_crops=true`` a localize job's into the crop-scale localizer's."""
+    roi = cfg.get("roi")
+    if not roi:
+        return {}
+    if cfg.phase == "segment":
+        return {"_target_": ROI_DATAMODULE, "roi": roi}
+    if cfg.phase == "localize" and roi.get("localizer_crops"):
+        return {"_target_": ROI_LOCALIZATION, "roi": roi}
+    return {}
 
 
 def set_roi_test_centres(cfg: DictConfig, datamodule) -> Path | None:

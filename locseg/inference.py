@@ -46,6 +46,7 @@ from locseg.data.preprocess import (
 )
 from locseg.data.roi import Box, box_around, crop_input, paste_back
 from locseg.data.roi_datamodule import CHECKPOINT_ENTRY, CropSet, RoiSegmentationDataModule
+from locseg.data.roi_localization import LOCALIZER_ENTRY
 from locseg.experiments.sweep import find_encoder
 from locseg.metrics_native import dice, mask_scores, summarise_scores
 from locseg.models.localizer import LocalizerModule
@@ -134,12 +135,31 @@ def read_hparams(path: Path, checkpoint: Mapping | None = None) -> dict:
     return dict(hparams)
 
 
-def stored_roi(checkpoint: Mapping) -> dict | None:
-    """The crop region a segmenter trained on, saved by the ROI DataModule's state_dict."""
+def stored_roi(checkpoint: Mapping, entry: str = CHECKPOINT_ENTRY) -> dict | None:
+    """The crop region a segmenter trained on, saved by the ROI DataModule's state_dict (or,
+    with ``entry=LOCALIZER_ENTRY``, the crops a crop-scale localizer trained on)."""
     for value in checkpoint.values():
-        if isinstance(value, Mapping) and isinstance(value.get(CHECKPOINT_ENTRY), Mapping):
-            return dict(value[CHECKPOINT_ENTRY])
+        if isinstance(value, Mapping) and isinstance(value.get(entry), Mapping):
+            return dict(value[entry])
     return None
+
+
+WHOLE_LOCALIZER = (
+    "RUN/checkpoints/best.ckpt of a whole-photograph localizer (a localize run without "
+    "roi.localizer_crops, e.g. SWEEP/localize/shared/checkpoints/best.ckpt)"
+)
+CROP_LOCALIZER_FIX = f"give {WHOLE_LOCALIZER}"
+
+
+def refuse_crop_localizer(path: Path, checkpoint: Mapping, fix: str = CROP_LOCALIZER_FIX) -> None:
+    """A crop-scale localizer (``roi.localizer_crops``) cannot find a disc in a photograph."""
+    crops = stored_roi(checkpoint, LOCALIZER_ENTRY)
+    if crops is not None:
+        raise InferenceError(
+            f"{path}: a crop-scale localizer (roi.localizer_crops=true, trained on "
+            f"{crops.get('side_px')}-native-px windows around the disc): its encoder is for "
+            f"the segmenter, but it cannot place a disc in a whole photograph; {fix}"
+        )
 
 
 def checkpoint_role(hparams: Mapping) -> str:
@@ -179,6 +199,8 @@ def load_model(path: Path, device: torch.device) -> Model:
         )
     except Exception as error:
         raise InferenceError(f"{path}: cannot load this {role} checkpoint ({error})") from None
+    if role == "localizer":
+        refuse_crop_localizer(path, checkpoint)
     roi = stored_roi(checkpoint) if role == "segmenter" else None
     return Model(role, module.to(device).eval(), stored_preprocess(path, hparams), path, roi)
 
@@ -368,8 +390,10 @@ def roi_localizer_path(
     """The localizer checkpoint that places a crop segmenter's test crops.
 
     ``roi.localizer_ckpt`` when given; else ``checkpoints/best.ckpt`` of the localize run whose
-    ``encoder.pt`` the job uses (``model.encoder_ckpt``, or the sweep's for this fold).
+    ``encoder.pt`` the job uses (``model.encoder_ckpt``, or the sweep's for this fold). A
+    crop-scale localizer (``roi.localizer_crops``) is refused: it cannot search a photograph.
     """
+    encoder = None
     if localizer_ckpt:
         path = Path(str(localizer_ckpt)).expanduser()
     else:
@@ -387,6 +411,13 @@ def roi_localizer_path(
             f"{path}: localizer checkpoint not found; train it first (python -m locseg.train "
             "+phase=localize ...) or set roi.localizer_ckpt=PATH"
         )
+    fix = f"set roi.localizer_ckpt={WHOLE_LOCALIZER}"
+    if encoder is not None:
+        fix = (
+            f"it was found beside the encoder in use ({encoder}): when model.encoder_ckpt is a "
+            f"crop localizer's encoder.pt, {fix}"
+        )
+    refuse_crop_localizer(path, read_checkpoint(path), fix)
     return path
 
 

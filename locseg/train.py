@@ -43,7 +43,7 @@ from locseg.handoff import (
 )
 from locseg.io import write_text_atomic
 from locseg.postprocess import switch_options
-from locseg.scoring import add_native_metrics, localizer_facts, stage_metrics
+from locseg.scoring import add_native_metrics, localizer_facts, stage_metrics, test_skipped
 
 log = logging.getLogger("locseg.train")
 locseg.quiet_known_noise()
@@ -133,17 +133,18 @@ def train(
     trainer.fit(model, datamodule=datamodule)
     best = trainer.checkpoint_callback
     ckpt_path = "best" if best is not None and best.best_model_path else None
+    validated = trainer.validate(model, datamodule=datamodule, ckpt_path=ckpt_path)
+    skipped = test_skipped(datamodule)  # a crop-scale localizer: never on a whole photograph
+    tested = None if skipped else trainer.test(model, datamodule=datamodule, ckpt_path=ckpt_path)
     result = {
-        "val": stage_metrics(
-            trainer.validate(model, datamodule=datamodule, ckpt_path=ckpt_path), "val"
-        ),
-        "test": stage_metrics(
-            trainer.test(model, datamodule=datamodule, ckpt_path=ckpt_path), "test"
-        ),
+        "val": stage_metrics(validated, "val"),
+        "test": None if skipped else stage_metrics(tested, "test"),
         "best_checkpoint": best.best_model_path if ckpt_path else None,
         "epochs": trainer.current_epoch,
         **datamodule.counts(),
     }
+    if skipped:
+        result["test_skipped"] = skipped
     if cfg.phase == "localize":
         result.update(localizer_facts(trainer, model, datamodule, ckpt_path, run_dir))
     if cfg.phase == "localize" and trainer.is_global_zero:
@@ -212,7 +213,7 @@ def job_failed(cfg: DictConfig, run_dir: Path, job: dict, error: Exception, star
 
 
 def _headline(metrics: dict) -> str:
-    test = metrics.get("test", {})
+    test = metrics.get("test") or {}  # None: a crop-scale localizer is not tested
     key = "dice" if "dice" in test else "dist_px"
     value = test.get(key, math.nan)
     return f"{key}={value:.4f}"
