@@ -213,7 +213,9 @@ def job_failed(cfg: DictConfig, run_dir: Path, job: dict, error: Exception, star
 
 
 def _headline(metrics: dict) -> str:
-    test = metrics.get("test") or {}  # None: a crop-scale localizer is not tested
+    if metrics.get("test_skipped"):  # a crop-scale localizer: its validation error instead
+        return f"not tested, val dist_px={metrics['val'].get('dist_px', math.nan):.4f}"
+    test = metrics.get("test") or {}
     key = "dice" if "dice" in test else "dist_px"
     value = test.get(key, math.nan)
     return f"{key}={value:.4f}"
