@@ -11,7 +11,6 @@ from pathlib import Path
 import pytorch_lightning as pl
 from omegaconf import DictConfig
 
-from locseg.data.roi_localization import TEST_SKIPPED, RoiLocalizationDataModule
 from locseg.inference import choose_native_postprocess, native_metrics_by_post
 from locseg.postprocess import PostProcess, switch_options
 
@@ -19,12 +18,6 @@ from locseg.postprocess import PostProcess, switch_options
 def stage_metrics(results: list[dict], stage: str) -> dict[str, float]:
     values = results[0] if results else {}
     return {k.split("/", 1)[1]: float(v) for k, v in values.items() if k.startswith(f"{stage}/")}
-
-
-def test_skipped(datamodule) -> str | None:
-    """Why a job's test set is not scored, or None: a crop-scale localizer never searches a
-    whole photograph (its encoder is the product), so data.root's folds would not test it."""
-    return TEST_SKIPPED if isinstance(datamodule, RoiLocalizationDataModule) else None
 
 
 def localizer_facts(trainer, model, datamodule, ckpt_path, run_dir: Path) -> dict:
@@ -36,7 +29,7 @@ def localizer_facts(trainer, model, datamodule, ckpt_path, run_dir: Path) -> dic
     facts = {"pool_dropped": len(datamodule.dropped), "per_fold": datamodule.per_fold}
     if trainer.is_global_zero:
         datamodule.write_dropped(run_dir / "pool_dropped.csv")
-    if not datamodule.per_fold and test_skipped(datamodule) is None:
+    if not datamodule.per_fold and datamodule.test_skipped is None:
         folds = {}
         for k in range(datamodule.num_folds):
             datamodule.use_test_fold(k)

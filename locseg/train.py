@@ -43,7 +43,7 @@ from locseg.handoff import (
 )
 from locseg.io import write_text_atomic
 from locseg.postprocess import switch_options
-from locseg.scoring import add_native_metrics, localizer_facts, stage_metrics, test_skipped
+from locseg.scoring import add_native_metrics, localizer_facts, stage_metrics
 
 log = logging.getLogger("locseg.train")
 locseg.quiet_known_noise()
@@ -134,7 +134,7 @@ def train(
     best = trainer.checkpoint_callback
     ckpt_path = "best" if best is not None and best.best_model_path else None
     validated = trainer.validate(model, datamodule=datamodule, ckpt_path=ckpt_path)
-    skipped = test_skipped(datamodule)  # a crop-scale localizer: never on a whole photograph
+    skipped = datamodule.test_skipped  # a crop-scale localizer: never on a whole photograph
     tested = None if skipped else trainer.test(model, datamodule=datamodule, ckpt_path=ckpt_path)
     result = {
         "val": stage_metrics(validated, "val"),

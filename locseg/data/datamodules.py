@@ -218,6 +218,8 @@ class FundusDataModule(pl.LightningDataModule):
 
     # Whole photographs: no crops, no test centres to place (the crop module overrides these).
     centre_source: str | None = None
+    # Why the test fold is not scored, or None (a crop-scale localizer never searches a photograph).
+    test_skipped: str | None = None
 
     def test_crops(self):
         return None

@@ -104,6 +104,8 @@ class RoiLocalizationDataModule(LocalizationDataModule):
     training images with masks). The other roi keys are the segmenter's and are ignored here.
     """
 
+    test_skipped = TEST_SKIPPED
+
     def __init__(self, *args, roi: Mapping | None = None, **kwargs):
         super().__init__(*args, **kwargs)
         options = dict(roi or {})

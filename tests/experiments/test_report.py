@@ -167,6 +167,17 @@ def test_shared_localizer_is_summarised_over_every_test_fold():
     assert row["image_centre_dist_px"][2] == 1
 
 
+def test_untested_crop_localizer_is_not_counted_as_a_test():
+    from locseg.experiments.report.analyse import build_report
+
+    whole = {"status": "ok", "phase": "localize", "arm": "localize", "fraction": 1.0}
+    whole["test_folds"] = {"0": {"dist_px": 2.0}, "1": {"dist_px": 4.0}}
+    crops = {"status": "ok", "phase": "localize", "arm": "localize", "fraction": 1.0}
+    crops.update(test=None, test_skipped="crop-scale localizer: its encoder is the product")
+    (row,) = build_report([whole, crops]).localizer
+    assert row["n"] == 2 and row["dist_px"][0] == pytest.approx(3.0)
+
+
 def test_figure_is_a_valid_png(report):
     _, paths, text = report
     data = paths["figure"].read_bytes()

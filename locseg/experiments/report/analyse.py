@@ -282,7 +282,8 @@ def _summarize_localizer(records: list[dict]) -> list[dict]:
     """Mean +/- std of the localizer's test error per fraction, beside the mean-centre baseline."""
     groups: dict[float, list[dict]] = defaultdict(list)
     for rec in records:
-        if rec["status"] == "ok" and (rec.get("phase") == "localize" or rec["arm"] == "localize"):
+        localizer = rec.get("phase") == "localize" or rec["arm"] == "localize"
+        if rec["status"] == "ok" and localizer and not rec.get("test_skipped"):
             groups[_frac_key(rec.get("fraction"))].append(rec)
     rows = []
     for frac in sorted(groups, key=lambda f: (math.isnan(f), f)):
