@@ -8,7 +8,7 @@ export WANDB_MODE ?= offline
 export WANDB_SILENT := true
 export HYDRA_FULL_ERROR := 1
 
-.PHONY: install demo idrid drions idrid-whole drions-whole ablation paper test lint format bench clean
+.PHONY: install demo idrid drions drions-crops idrid-crops idrid-whole drions-whole ablation paper test lint format bench clean
 
 install: $(STAMP)
 
@@ -45,6 +45,25 @@ idrid: install
 	$(call experiment,data=idrid pool=idrid-centres $(REAL),outputs/sweeps/idrid,localize,)
 drions: install
 	$(call experiment,data=drions pool=idrid-centres $(REAL),outputs/sweeps/drions,localize,)
+
+# The transfer arms on a crop-scale encoder (after make drions / make idrid): a second localizer
+# learns the disc on 64-px windows of 2 disc diameters of the IDRiD pool (+sweep=localize_crops; the
+# pool's disc is about 78 px across, ../shared/README.md), so its encoder sees the disc at the
+# segmenter's scale; the whole-photograph localizer still places the test crops. Both transfer
+# arms, paired by fold with the scratch arm of the base sweep (locseg.ablation).
+POOL_DISC_PX := 78
+# $(call crop_encoder,DATA_ARGS,BASE_SWEEP,SWEEP)
+define crop_encoder
+	$(BIN)/python -m locseg.train -m +sweep=localize_crops $(1) roi.localizer_diameter_px=$(POOL_DISC_PX) sweep_dir=$(3) $(PARALLEL)
+	$(BIN)/python -m locseg.train -m +sweep=segment $(1) sweep_dir=$(3) $(PARALLEL) data.fraction=$(FRACTIONS) \
+		init=localizer-frozen,localizer-finetune model.encoder_ckpt=$(3)/localize/crops/encoder.pt \
+		roi.localizer_ckpt=$(2)/localize/shared/checkpoints/best.ckpt
+	$(BIN)/python -m locseg.ablation whole-encoder=$(2) crop-encoder=$(3) --baseline whole-encoder --out $(3)/ablation.md
+endef
+drions-crops: install
+	$(call crop_encoder,data=drions pool=idrid-centres $(REAL),outputs/sweeps/drions,outputs/sweeps/drions-crops)
+idrid-crops: install
+	$(call crop_encoder,data=idrid pool=idrid-centres $(REAL),outputs/sweeps/idrid,outputs/sweeps/idrid-crops)
 
 # The same on whole photographs squeezed to 64 px (the earlier recipe; the ablation's baseline).
 REAL_WHOLE := experiment=real_whole

@@ -15,7 +15,7 @@ from scipy import ndimage
 
 from locseg.data.dataset import DatasetWriter, load_dataset, read_image, read_mask
 from locseg.data.preprocess import PreprocessConfig, preprocess_dataset, preprocess_image
-from locseg.data.roi import box_around, crop_input, paste_back
+from locseg.data.roi import box_around, crop_input, crop_mask, paste_back
 from locseg.data.roi_datamodule import RoiSegmentationDataModule, true_centres
 from locseg.inference import (
     InferenceError,
@@ -237,6 +237,26 @@ def test_drions_masks_survive_the_64px_round_trip(drions_root):
     assert len(scores) == 109
     assert min(s["dice"] for s in scores) > 0.95
     assert max(s["hd95_px"] for s in scores) < 5.0
+
+
+def test_drions_masks_survive_a_64px_crop_of_two_diameters(drions_root):
+    """The ceiling of experiment=real: a 64-px crop of 2 median disc diameters, pasted back.
+
+    Measured: mean 0.9885, lowest 0.984 (the whole photograph at 64 px: mean 0.968), so the crop
+    recipe's Dice of about 0.95 is limited by the network, not by the resolution.
+    """
+    dataset = load_dataset(drions_root)
+    truths = [read_mask(sample.mask_path) > 0 for sample in dataset.masked()]
+    diameter = np.median([2 * math.sqrt(t.sum() / math.pi) for t in truths])
+    scores = []
+    for truth in truths:
+        ys, xs = np.nonzero(truth)
+        box = box_around((xs.mean(), ys.mean()), round(2.0 * diameter))
+        small = crop_mask(truth.astype(np.uint8), box, 64).astype(np.float32)
+        back = paste_back(small, box, truth.shape[::-1]) >= 0.5
+        scores.append(mask_scores(back, truth)["dice"])
+    assert len(scores) == 109
+    assert np.mean(scores) > 0.985 and min(scores) > 0.98
 
 
 # --------------------------------------------------------------------------- disc-centred crops
