@@ -13,7 +13,6 @@ from pathlib import Path
 
 from omegaconf import DictConfig
 
-from locseg.data.roi_localization import RoiLocalizationDataModule
 from locseg.experiments.sweep import ENCODER_FILE, find_encoder
 from locseg.inference import InferenceError, roi_localizer_path, roi_test_centres
 from locseg.models.encoder_io import (
@@ -33,9 +32,8 @@ def hand_on_encoder(path: Path, model, datamodule, cfg: DictConfig) -> Path:
         "fold": int(cfg.data.fold),
         "dataset": cfg.data.name,
         "excluded_hash": datamodule.excluded_hash,
+        **datamodule.encoder_facts(),  # e.g. the crops a crop-scale localizer's encoder has seen
     }
-    if isinstance(datamodule, RoiLocalizationDataModule):  # the crops its encoder has seen
-        extra["roi"] = datamodule.crop_facts()
     hparams = model.hparams
     return save_encoder(path, model.encoder, hparams.input_size, hparams.preprocess, extra)
 

@@ -335,6 +335,11 @@ class LocalizationDataModule(FundusDataModule):
             cache_dir=self.cache_dir,
         )
 
+    def encoder_facts(self) -> dict:
+        """What a localizer's ``encoder.pt`` records about its inputs beyond the preprocessing
+        (nothing for whole photographs; the crop-scale localizer adds its crops)."""
+        return {}
+
     def use_test_fold(self, fold: int) -> None:
         """Point the test set at another fold (a shared localizer is tested on every fold)."""
         self.selection["test"] = self.test_ids(fold)

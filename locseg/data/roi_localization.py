@@ -252,6 +252,10 @@ class RoiLocalizationDataModule(LocalizationDataModule):
             "jitter": self.spec.jitter,
         }
 
+    def encoder_facts(self) -> dict:
+        """The crops its encoder has seen: ``encoder.pt``'s ``extra["roi"]``."""
+        return {"roi": self.crop_facts()}
+
     def identity(self) -> dict[str, str]:
         facts = json.dumps(self.crop_facts(), sort_keys=True)
         return {**super().identity(), "roi_localizer": facts}
