@@ -10,41 +10,16 @@ from pathlib import Path
 import pytest
 import torch
 from conftest import make_dataset
-from hydra import compose, initialize_config_module
-from hydra.core.global_hydra import GlobalHydra
-from hydra.core.hydra_config import HydraConfig
-from omegaconf import open_dict
+from test_train import compose_job
 
 from locseg.inference import InferenceError, load_model, roi_localizer_path
 from locseg.models.encoder_io import load_encoder_checkpoint
 from locseg.train import run_job
 
-FAST = [
-    "data.image_size=32",
-    "data.batch_size=4",
-    "data.num_folds=3",
-    "net.base_width=4",
-    "net.depth=2",
-    "logger=csv",
-    "callbacks.progress_bar=null",
-    "val_every=2",
-    "threads=1",
-    "roi=disc",
-]
-
 
 def job(run_dir: Path, root: Path, *overrides: str):
-    GlobalHydra.instance().clear()
-    with initialize_config_module("locseg.conf", version_base="1.3"):
-        cfg = compose(
-            "train",
-            overrides=[f"data.root={root}", f"paths.output_dir={run_dir}", *FAST, *overrides],
-            return_hydra_config=True,
-        )
-    HydraConfig.instance().set_config(cfg)
-    with open_dict(cfg):
-        del cfg["hydra"]
-    return cfg
+    """A tiny roi=disc job; the phase comes from the overrides (+phase=... or +sweep=...)."""
+    return compose_job(None, run_dir, root, "roi=disc", *overrides)
 
 
 def run(run_dir: Path, root: Path, *overrides: str) -> dict:

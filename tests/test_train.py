@@ -39,12 +39,15 @@ def data_root(tmp_path_factory) -> Path:
     return make_dataset(tmp_path_factory.mktemp("data") / "d", n_masked=12, n_centre_only=16)
 
 
-def compose_job(phase: str, run_dir: Path, root: Path, *overrides: str):
+def compose_job(phase: str | None, run_dir: Path, root: Path, *overrides: str):
+    """A tiny job's config; ``phase=None`` when an override picks it (e.g. ``+sweep=...``)."""
     GlobalHydra.instance().clear()
+    chosen = [f"+phase={phase}"] if phase else []
     with initialize_config_module("locseg.conf", version_base="1.3"):
         cfg = compose(
             "train",
-            overrides=[f"+phase={phase}", f"data.root={root}", f"paths.output_dir={run_dir}"]
+            overrides=chosen
+            + [f"data.root={root}", f"paths.output_dir={run_dir}"]
             + FAST
             + list(overrides),
             return_hydra_config=True,
