@@ -210,7 +210,7 @@ def _md_postprocess(rep: Report) -> list[str]:
                 f"{s.chosen} of {s.jobs}",
                 fmt_num(s.val_without, ".4f"),
                 fmt_num(s.val_with, ".4f"),
-                f"{s.val_with - s.val_without:+.4f}".replace("-", MINUS),
+                fmt_num(s.val_with - s.val_without, "+.4f"),
             ]
             for s in switches
         ],
@@ -225,7 +225,7 @@ def _md_postprocess(rep: Report) -> list[str]:
                 str(t.jobs),
                 fmt_num(t.test_raw, ".4f"),
                 fmt_num(t.test_post, ".4f"),
-                f"{t.test_post - t.test_raw:+.4f}".replace("-", MINUS),
+                fmt_num(t.test_post - t.test_raw, "+.4f"),
             ]
             for t in tests
         ],
