@@ -38,13 +38,18 @@ demo: install
 
 # The real recipe's crop geometry is chosen on ANOTHER dataset than the one it is reported on
 # (docs/recipe.md): DRIONS-DB's on idrid-od, idrid-od's on DRIONS-DB. Each target trains the same
-# localizer as the reported sweep would, runs the grid of multirun_templates/sweep/tune.yaml
-# (12 scratch jobs, fold 0, all masks, crops the localizer places) and ranks it (tune.md, chosen.yaml).
+# localizer as the reported sweep would, runs stage 1 (multirun_templates/sweep/tune.yaml: crop
+# side x jitter, 12 scratch jobs, fold 0, all masks, crops the localizer places), then stage 2 at
+# the chosen geometry (tune_training.yaml: width x lr schedule, 4 jobs), and ranks each
+# (S/tune/*/tune.md, chosen.yaml).
 # $(call tune,DATA_ARGS,SWEEP_DIR)
 define tune
 	$(BIN)/python -m locseg.train -m +sweep=localize $(1) sweep_dir=$(2) $(PARALLEL)
 	$(BIN)/python -m locseg.train -m +sweep=tune $(1) sweep_dir=$(2) $(PARALLEL)
-	$(BIN)/python -m locseg.tune $(2)
+	$(BIN)/python -m locseg.tune $(2)/tune/geometry
+	$(BIN)/python -m locseg.train -m +sweep=tune_training $(1) sweep_dir=$(2) $(PARALLEL) \
+		$$(cat $(2)/tune/geometry/chosen.overrides)
+	$(BIN)/python -m locseg.tune $(2)/tune/training
 endef
 tune-drions: install
 	$(call tune,data=idrid pool=idrid-centres $(REAL),outputs/sweeps/tune-drions-on-idrid)

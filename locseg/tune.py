@@ -1,7 +1,8 @@
 """``python -m locseg.tune SWEEP_DIR [--metric test.dice_native]``
 
 Rank a tuning sweep's variants (``+sweep=tune``) and name the best one. Writes
-``SWEEP_DIR/tune.md`` (the ranked table) and ``SWEEP_DIR/chosen.yaml`` (the winning overrides).
+``SWEEP_DIR/tune.md`` (the ranked table), ``SWEEP_DIR/chosen.yaml`` (the winning overrides) and
+``SWEEP_DIR/chosen.overrides`` (the same on one line, to pass to the next command).
 Run it on a sweep over another dataset than the one the recipe is reported on (docs/recipe.md).
 """
 
@@ -35,9 +36,11 @@ def main(argv: list[str] | None = None) -> int:
         print(f"locseg.tune: error: {exc}", file=sys.stderr)
         return 2
     write_text_atomic(args.sweep_dir / "tune.md", table)
+    line = " ".join(f"{k}={v}" for k, v in chosen.items())
     write_text_atomic(args.sweep_dir / "chosen.yaml", yaml.safe_dump(chosen, sort_keys=True))
+    write_text_atomic(args.sweep_dir / "chosen.overrides", line + "\n")
     print(table)
-    print("chosen: " + " ".join(f"{k}={v}" for k, v in chosen.items()))
+    print(f"chosen: {line}")
     return 0
 
 

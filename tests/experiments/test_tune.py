@@ -68,6 +68,8 @@ def test_the_command_writes_the_table_and_the_chosen_overrides(sweep, capsys):
     assert "| **roi.jitter=0.05 roi.side_diameters=3.0** | 0.9450 | 2 | 0 | 18 |" in table
     assert "| roi.jitter=0.15 roi.side_diameters=3.0 | n/a | 2 | 1 | 10 |" in table
     assert "chosen: roi.jitter=0.05 roi.side_diameters=3.0" in capsys.readouterr().out
+    line = (sweep / "chosen.overrides").read_text()
+    assert line == "roi.jitter=0.05 roi.side_diameters=3.0\n", "one line for the next command"
 
 
 def test_nothing_is_chosen_without_a_complete_variant(tmp_path, capsys):
@@ -86,7 +88,14 @@ def test_a_job_without_recorded_overrides_is_refused(sweep):
         rank_variants(sweep)
 
 
-def test_the_tuning_template_sweeps_crop_geometry_on_scratch_fold_0_all_masks():
+@pytest.mark.parametrize(
+    ("template", "keys", "n"),
+    [
+        ("tune", {"roi.side_diameters", "roi.jitter"}, 12),
+        ("tune_training", {"net.base_width", "model.scheduler"}, 4),
+    ],
+)
+def test_the_tuning_templates_sweep_on_scratch_fold_0_all_masks(template, keys, n):
     from tests.test_config import compose_cfg
 
     cfg = compose_cfg("+sweep=tune", "experiment=real", "data=idrid", hydra=True)
