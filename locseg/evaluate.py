@@ -330,7 +330,7 @@ def evaluate(
     start = time.perf_counter()
     check_options(batch_size, threshold)
     ckpt, output = Path(ckpt).expanduser(), Path(output).expanduser()
-    check_centre_source(roi_centres)
+    roi_centres = check_centre_source(roi_centres, "roi_centres")
     post = postprocess if isinstance(postprocess, PostProcess) else None
     post = post or PostProcess.from_options(postprocess)
     model = load_model(ckpt, resolve_device(device))

@@ -19,6 +19,8 @@ from dataclasses import asdict, dataclass, replace
 import numpy as np
 from scipy import ndimage
 
+from locseg.options import switch, word
+
 # 8-connectivity: pixels touching at a corner belong to one component.
 _EIGHT = np.ones((3, 3), bool)
 WORSE_MARGIN = 0.01  # choose_postprocessing: largest per-image Dice loss a clean-up may cause
@@ -107,7 +109,7 @@ class PostProcess:
             raise ValueError(
                 f"postprocess: unknown key(s) {unknown}; valid keys are {', '.join(SWITCHES)}"
             )
-        return cls(**{k: bool(v) for k, v in values.items()})
+        return cls(**{k: switch(f"postprocess.{k}", v) for k, v in values.items()})
 
     def as_dict(self) -> dict[str, bool]:
         return asdict(self)
@@ -178,10 +180,9 @@ def switch_options(options: Mapping | None) -> dict[str, bool]:
         )
     fixed = {}
     for name, value in values.items():
-        if isinstance(value, bool):
-            fixed[name] = value
-        elif str(value) != "auto":
-            raise ValueError(f"postprocess.{name}={value!r} must be auto, true or false")
+        chosen = word(f"postprocess.{name}", value, ("auto", "true", "false"))
+        if chosen != "auto":
+            fixed[name] = chosen == "true"
     return fixed
 
 

@@ -263,7 +263,7 @@ def test_roi_oracle_centres_are_the_true_ones(roi_eval):
 def test_roi_segmenter_without_localizer_names_the_fix(roi_eval, runs, tmp_path):
     with pytest.raises(InferenceError, match="trained on disc-centred crops .* loc_ckpt="):
         evaluate(roi_eval["ckpt"], runs["data"], tmp_path, num_folds=3, cache_dir=runs["cache"])
-    with pytest.raises(RoiError, match="roi.test_centres='guess' is not one of predicted, true"):
+    with pytest.raises(RoiError, match="roi_centres='guess' is not one of predicted, true"):
         evaluate(roi_eval["ckpt"], runs["data"], tmp_path, roi_centres="guess")
     assert not (tmp_path / "metrics.json").exists()
 

@@ -108,7 +108,7 @@ def test_training_switches_are_auto_true_or_false():
         "fill": False,
     }
     assert switch_options(None) == {}
-    with pytest.raises(ValueError, match="postprocess.fill='maybe' must be auto, true or false"):
+    with pytest.raises(ValueError, match="fill='maybe' is not one of auto, true, false"):
         switch_options({"fill": "maybe"})
     with pytest.raises(ValueError, match=r"unknown key\(s\) \['holes'\]"):
         switch_options({"holes": True})

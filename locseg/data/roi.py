@@ -25,6 +25,7 @@ import numpy as np
 
 from locseg.data.frames import identity_frame
 from locseg.data.preprocess import PreprocessConfig, preprocess_image, resize_mask
+from locseg.options import word
 
 CENTRE_SOURCES = ("predicted", "true")
 
@@ -188,10 +189,11 @@ def margin_px(spec: RoiSpec, out_size: int) -> int:
     return round(float(spec.jitter) * out_size)
 
 
-def check_centre_source(source: str) -> str:
-    if source not in CENTRE_SOURCES:
+def check_centre_source(source: object, name: str = "roi.test_centres") -> str:
+    """``predicted`` or ``true`` (also the YAML boolean Hydra makes of ``name=true``)."""
+    try:
+        return word(name, source, CENTRE_SOURCES, RoiError)
+    except RoiError as error:
         raise RoiError(
-            f"roi.test_centres={source!r} is not one of {', '.join(CENTRE_SOURCES)} "
-            "(predicted: the localizer's centre, the honest test; true: the oracle bound)"
-        )
-    return source
+            f"{error} (predicted: the localizer's centre, the honest test; true: the oracle bound)"
+        ) from None

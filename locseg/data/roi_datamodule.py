@@ -261,9 +261,7 @@ class RoiSegmentationDataModule(SegmentationDataModule):
     def __init__(self, *args, roi: Mapping | None = None, **kwargs):
         super().__init__(*args, **kwargs)
         options = dict(roi or {})
-        self.centre_source = check_centre_source(
-            str(options.pop("test_centres", "predicted")).lower()
-        )
+        self.centre_source = check_centre_source(options.pop("test_centres", "predicted"))
         self.localizer_ckpt = options.pop("localizer_ckpt", None)
         for key in LOCALIZER_KEYS:  # the crop-scale localizer's options, not the segmenter's
             options.pop(key, None)
