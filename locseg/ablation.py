@@ -1,7 +1,9 @@
 """``python -m locseg.ablation LABEL=SWEEP ... --baseline LABEL --out ablation.md``
 
 A table across sweeps (one per localizer variant: head x pool), every arm paired with the
-baseline sweep's scratch arm on the same folds, with each localizer's test error.
+baseline sweep's scratch arm on the same folds, with each localizer's test error. Sweeps whose
+folds, data or test-crop localizer differ from the baseline's are refused (exit 1, naming both
+sweeps and what differs).
 """
 
 from __future__ import annotations
@@ -10,7 +12,8 @@ import argparse
 import sys
 from pathlib import Path
 
-from locseg.experiments.ablation import ablation, render
+from locseg.experiments.ablation import AblationError, ablation, render
+from locseg.experiments.report.collect import ReportError
 from locseg.io import write_text_atomic
 
 
@@ -28,7 +31,11 @@ def main(argv: list[str] | None = None) -> int:
     if args.baseline not in sweeps:
         print(f"error: --baseline {args.baseline} is not one of {sorted(sweeps)}", file=sys.stderr)
         return 1
-    rows, label = ablation({k: Path(v) for k, v in sweeps.items()}, args.baseline)
+    try:
+        rows, label = ablation({k: Path(v) for k, v in sweeps.items()}, args.baseline)
+    except (AblationError, ReportError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 1
     text = render(rows, label)
     print(text)
     if args.out:

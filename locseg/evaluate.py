@@ -30,6 +30,7 @@ import math
 import sys
 import time
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import hydra
@@ -43,7 +44,14 @@ from locseg.data.dataset import DatasetError, FundusDataset, load_dataset
 from locseg.data.preprocess import PreprocessedSet, default_cache_dir, preprocess_dataset
 from locseg.data.roi import RoiError, box_around, check_centre_source
 from locseg.data.roi_datamodule import CropSet, build_crops, true_centres
-from locseg.data.splits import check_fold, dataset_splits, splits_path
+from locseg.data.splits import (
+    check_fold,
+    dataset_splits,
+    evaluation_pool,
+    excluded_ids_hash,
+    splits_path,
+)
+from locseg.experiments.sweep import ENCODER_FILE
 from locseg.inference import (
     InferenceError,
     Model,
@@ -59,6 +67,7 @@ from locseg.inference import (
     segmentation_per_image,
 )
 from locseg.io import write_json_atomic, write_text_atomic
+from locseg.models.encoder_io import EncoderCheckpointError, load_encoder_checkpoint
 from locseg.models.localizer import localization_errors
 from locseg.postprocess import PostProcess
 
@@ -81,9 +90,16 @@ LOCALIZE_COLUMNS = (
 # --------------------------------------------------------------------------- what to evaluate
 
 
+RUN_CONFIG = "config_resolved.yaml"
+FOLD_FIX = (
+    "give data.fold=K (the fold whose test images it was trained without) or data.split=all "
+    "(every labelled image, training images included)"
+)
+
+
 def training_run(ckpt: Path) -> dict | None:
     """The data section of the checkpoint's run (``RUN/config_resolved.yaml``), if it is there."""
-    path = ckpt.parent.parent / "config_resolved.yaml"
+    path = ckpt.parent.parent / RUN_CONFIG
     if not path.is_file():
         return None
     try:
@@ -92,7 +108,62 @@ def training_run(ckpt: Path) -> dict | None:
         log.warning("%s: unreadable, split options fall back to the defaults", path)
         return None
     keys = ("root", "fold", "num_folds", "val_fraction", "split_seed")
-    return {"config": str(path), **{k: data.get(k) for k in keys}}
+    return {"config": str(path), **{k: data.get(k) for k in keys}, "pool": data.get("pool") or []}
+
+
+def encoder_record(ckpt: Path) -> dict | None:
+    """What a localizer's run recorded in ``RUN/encoder.pt`` about the images it never saw:
+    ``per_fold``, ``fold``, ``dataset``, ``excluded_hash`` (see ``locseg.handoff``)."""
+    path = ckpt.parent.parent / ENCODER_FILE
+    if not path.is_file():
+        return None
+    try:
+        extra = load_encoder_checkpoint(path).get("extra") or {}
+    except EncoderCheckpointError as error:
+        log.warning("%s", error)
+        return None
+    return {"path": str(path), **extra} if extra.get("excluded_hash") else None
+
+
+@dataclass
+class TrainingScope:
+    """What is known of the images a checkpoint trained on: its run's config and, for a
+    localizer, its ``encoder.pt`` (either may be missing)."""
+
+    ckpt: Path
+    role: str
+    run: dict | None
+    encoder: dict | None
+
+    @classmethod
+    def of(cls, ckpt: Path, role: str) -> TrainingScope:
+        return cls(
+            ckpt, role, training_run(ckpt), encoder_record(ckpt) if role == "localizer" else None
+        )
+
+    def trained_on(self, root: Path) -> bool:
+        return self.run is not None and same_folder(self.run["root"], root)
+
+    def pool_holds(self, root: Path) -> bool:
+        """``root`` is one of the localizer's training pool folders (``data.pool``)."""
+        pool = (self.run or {}).get("pool") or []
+        return self.role == "localizer" and any(same_folder(p, root) for p in pool)
+
+    def encoder_fold(self, dataset: FundusDataset, splits: Mapping | None) -> int | None:
+        """The fold of ``dataset`` whose test images a per-fold localizer's encoder.pt excludes."""
+        if self.encoder is None or not self.encoder.get("per_fold") or splits is None:
+            return None
+        for k, entry in enumerate(splits["folds"]):
+            if excluded_ids_hash(list(entry["test"])) == self.encoder["excluded_hash"]:
+                return k
+        return None
+
+    def serves_every_fold(self, dataset: FundusDataset) -> bool:
+        """A shared localizer whose encoder.pt excludes every image folds are made of here."""
+        if self.encoder is None or self.encoder.get("per_fold"):
+            return False
+        pool = [s.image_id for s in evaluation_pool(dataset)]
+        return self.encoder["excluded_hash"] == excluded_ids_hash(pool)
 
 
 def same_folder(a: str | Path | None, b: str | Path) -> bool:
@@ -103,15 +174,55 @@ def split_options(requested: Mapping, run: dict | None, root: Path) -> dict:
     """Fold parameters: the command line, else the checkpoint's run, else train's defaults.
 
     The run's fold counts only when it trained on this very folder; its fold scheme
-    (``num_folds``, ``val_fraction``, ``split_seed``) is kept for any folder.
+    (``num_folds``, ``val_fraction``, ``split_seed``) is kept for any folder. The fold is None
+    when unknown: no fold asked for and no run config (see :func:`resolve_fold`); a run of
+    another folder never saw this folder's folds, so its default fold 0 is a fair test.
     """
     options = {}
     for key, default in SPLIT_DEFAULTS.items():
         value = requested.get(key)
         if value is None and run is not None and (key != "fold" or same_folder(run["root"], root)):
             value = run.get(key)
-        options[key] = default if value is None else value
+        if value is None and (key != "fold" or run is not None):
+            value = default
+        options[key] = value
     return options
+
+
+def split_request(options: Mapping) -> tuple[int, float, int]:
+    return int(options["num_folds"]), float(options["val_fraction"]), int(options["split_seed"])
+
+
+def resolve_fold(
+    scope: TrainingScope,
+    dataset: FundusDataset,
+    options: Mapping,
+    cache_dir: Path,
+    requested: int | None,
+) -> tuple[int, str]:
+    """The test fold and where it came from; never a guess.
+
+    The command line first, then the run's config, then a localizer's ``encoder.pt`` (the fold
+    whose test images it excludes, or its own fold for a shared localizer that excludes every
+    image folds are made of here). Otherwise an :class:`InferenceError` naming the fix.
+    """
+    if requested is not None:
+        return int(requested), "data.fold"
+    if options["fold"] is not None:
+        return int(options["fold"]), str(scope.run["config"])
+    if scope.serves_every_fold(dataset):
+        return int(scope.encoder.get("fold") or 0), scope.encoder["path"]
+    if scope.encoder is not None and scope.encoder.get("per_fold"):
+        splits = dataset_splits(dataset, *split_request(options), cache_dir)
+        fold = scope.encoder_fold(dataset, splits)
+        if fold is not None:
+            return fold, scope.encoder["path"]
+    config = scope.ckpt.parent.parent / RUN_CONFIG
+    known = f"; {scope.encoder['path']} names other images" if scope.encoder else ""
+    raise InferenceError(
+        f"{scope.ckpt}: the fold it was trained for is unknown (no {config}{known}), so its "
+        f"test images cannot be told from its training images; {FOLD_FIX}"
+    )
 
 
 def select_ids(
@@ -129,35 +240,77 @@ def select_ids(
             )
         return [s.image_id for s in samples], None
     check_fold(int(options["fold"]), int(options["num_folds"]))
-    request = (
-        int(options["num_folds"]),
-        float(options["val_fraction"]),
-        int(options["split_seed"]),
-    )
-    path = splits_path(dataset, cache_dir, *request)
-    splits = dataset_splits(dataset, *request, cache_dir)
+    path = splits_path(dataset, cache_dir, *split_request(options))
+    splits = dataset_splits(dataset, *split_request(options), cache_dir)
     return list(splits["folds"][int(options["fold"])]["test"]), path
 
 
 def leakage_warnings(
-    run: dict | None, dataset: FundusDataset, role: str, split: str, fold: int
+    scope: TrainingScope,
+    dataset: FundusDataset,
+    split: str,
+    fold: int,
+    ids: Sequence[str],
+    splits: Mapping | None = None,
 ) -> list[str]:
-    """Say so when the evaluated images may include the checkpoint's own training images.
+    """Say so when the evaluated images include the checkpoint's own training images, and only
+    then.
 
-    A localizer of a dataset with a centre-only pool trained on that pool alone (see
-    :func:`locseg.data.splits.localization_pool`), so any fold's test images are unseen by it.
+    A localizer's ``encoder.pt`` says which images it never trained on: every image folds are
+    made of (a shared localizer: pool folders, or the dataset's centre-only images with no
+    patient in the folds), so any fold's test images are unseen, or one fold's test images (a
+    per-fold localizer, which trained on the dataset's other images). A segmenter trained on its
+    fold's other masked images (its run's config says which fold).
     """
-    if run is None or not same_folder(run["root"], dataset.root):
+    root = dataset.root
+    if scope.pool_holds(root):
+        where = "one of the localizer's training pool folders (data.pool)"
+        return [f"{root} is {where}: its centred images were its training or validation images"]
+    pool_ids = {s.image_id for s in evaluation_pool(dataset)}
+    if scope.serves_every_fold(dataset) and set(ids) <= pool_ids:
+        return []
+    # A per-fold localizer of this dataset (not one of another folder whose ids look alike).
+    mine = scope.run is None or scope.trained_on(root)
+    own_fold = scope.encoder_fold(dataset, splits) if mine else None
+    if own_fold is not None:  # a per-fold localizer of this dataset
+        if split == "test" and own_fold == fold:
+            return []
+        return [seen_warning(own_fold, split, fold, "its encoder.pt excludes only that fold's")]
+    if scope.run is not None and scope.run.get("pool") and scope.role == "localizer":
+        return []  # trained on its pool folders alone, and this is not one of them
+    if not scope.trained_on(root):
         return []
     if split == "all":
         return ["data.split=all on the checkpoint's own dataset includes its training images"]
-    shared_localizer = role == "localizer" and bool(dataset.centre_only())
-    if run.get("fold") is not None and int(run["fold"]) != fold and not shared_localizer:
-        return [
-            f"the checkpoint was trained for fold {run['fold']} of this dataset, so the test "
-            f"images of fold {fold} were among its training or validation images"
-        ]
+    shared = scope.role == "localizer" and (
+        not scope.encoder.get("per_fold") if scope.encoder else bool(dataset.centre_only())
+    )
+    if scope.run.get("fold") is not None and int(scope.run["fold"]) != fold and not shared:
+        return [seen_warning(int(scope.run["fold"]), split, fold)]
     return []
+
+
+def known_splits(
+    scope: TrainingScope, dataset: FundusDataset, options: Mapping, cache_dir: Path
+) -> dict | None:
+    """The dataset's folds when a per-fold localizer's encoder.pt is to be matched against them
+    (None otherwise, or when the folds cannot be read)."""
+    if scope.encoder is None or not scope.encoder.get("per_fold"):
+        return None
+    try:
+        return dataset_splits(dataset, *split_request(options), cache_dir)
+    except DatasetError as error:
+        log.warning("cannot match %s to this dataset's folds: %s", scope.encoder["path"], error)
+        return None
+
+
+def seen_warning(trained: int, split: str, fold: int, why: str = "") -> str:
+    images = f"the test images of fold {fold}" if split == "test" else "the labelled images"
+    because = f" ({why} test images)" if why else ""
+    return (
+        f"the checkpoint was trained for fold {trained} of this dataset{because}, so {images} "
+        "were among its training or validation images"
+    )
 
 
 # --------------------------------------------------------------------------- scoring
@@ -338,9 +491,12 @@ def evaluate(
     localizer = load_localizer(loc_ckpt, resolve_device(device)) if uses_roi else None
     dataset = load_dataset(root, mask_threshold)
     cache_dir = Path(cache_dir).expanduser() if cache_dir else default_cache_dir()
-    run = training_run(ckpt)
+    scope = TrainingScope.of(ckpt, model.role)
     requested = {"fold": fold, "num_folds": num_folds, "val_fraction": val_fraction}
-    options = split_options({**requested, "split_seed": split_seed}, run, dataset.root)
+    options = split_options({**requested, "split_seed": split_seed}, scope.run, dataset.root)
+    fold_from = None
+    if split == "test":
+        options["fold"], fold_from = resolve_fold(scope, dataset, options, cache_dir, fold)
     ids, splits_file = select_ids(dataset, model.role, split, options, cache_dir)
     data = preprocess_dataset(dataset, model.preprocess, cache_dir, mask_threshold)
     crops, centre_errors, warnings = None, None, []
@@ -349,11 +505,13 @@ def evaluate(
             model, localizer, dataset, data, ids, roi_centres, cache_dir, mask_threshold, batch_size
         )
         if localizer is not None and roi_centres == "predicted":
-            loc_run = training_run(localizer.path)
-            fold_k = int(options["fold"])
+            loc_scope = TrainingScope.of(localizer.path, "localizer")
+            loc_splits = known_splits(loc_scope, dataset, options, cache_dir)
             warnings += [
                 f"localizer: {w}"
-                for w in leakage_warnings(loc_run, dataset, "localizer", split, fold_k)
+                for w in leakage_warnings(
+                    loc_scope, dataset, split, options["fold"], ids, loc_splits
+                )
             ]
     if model.role == "segmenter":
         means, rows = evaluate_segmenter(
@@ -380,6 +538,7 @@ def evaluate(
         "dataset": str(dataset.root),
         "split": split,
         "fold": int(options["fold"]) if split == "test" else None,
+        "fold_from": fold_from,
         "split_options": options if split == "test" else None,
         "splits_file": str(splits_file) if splits_file else None,
         "n_images": len(ids),
@@ -388,9 +547,16 @@ def evaluate(
         "preprocess": model.preprocess.as_dict(),
         "device": str(module_device(model.module)),
         "metrics": {k: _json_number(v) for k, v in means.items()},
-        "training_run": run,
+        "training_run": scope.run,
         "roi": roi_record(model, localizer, roi_centres) if uses_roi else None,
-        "warnings": leakage_warnings(run, dataset, model.role, split, int(options["fold"]))
+        "warnings": leakage_warnings(
+            scope,
+            dataset,
+            split,
+            options["fold"],
+            ids,
+            known_splits(scope, dataset, options, cache_dir),
+        )
         + warnings,
         "output": str(output),
         "wall_time_s": time.perf_counter() - start,

@@ -31,6 +31,7 @@ from locseg.experiments.sweep import (
     config_hash,
     finished_result,
     job_identity,
+    write_failure,
     write_job,
     write_metrics,
 )
@@ -203,9 +204,13 @@ def run_job(cfg: DictConfig) -> dict | None:
 
 
 def job_failed(cfg: DictConfig, run_dir: Path, job: dict, error: Exception, start: float) -> None:
-    """Record the failure; re-raise it in a single run, let a sweep go on."""
+    """Record the failure; re-raise it in a single run, let a sweep go on.
+
+    A finished result already in ``run_dir`` (e.g. a re-run refused by the splits) is kept: the
+    failure goes beside it (:func:`~locseg.experiments.sweep.write_failure`).
+    """
     failed = {**job, "status": "failed", "error": f"{type(error).__name__}: {error}"}
-    write_metrics(run_dir, {**failed, "wall_time_s": time.perf_counter() - start})
+    write_failure(run_dir, {**failed, "wall_time_s": time.perf_counter() - start})
     if not in_multirun():
         raise error
     log.exception("job %s failed; the sweep goes on", cfg.run_name, exc_info=error)

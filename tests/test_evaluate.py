@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import json
 import math
+import shutil
 import sys
 from pathlib import Path
 
@@ -12,7 +13,7 @@ import cv2
 import numpy as np
 import pytest
 import torch
-from conftest import draw_disc_image, write_labelled
+from conftest import draw_disc_image, make_dataset, write_labelled
 from test_inference import train_roi_segmenter
 from test_train import compose_job
 
@@ -157,6 +158,87 @@ def test_another_fold_of_the_training_set_is_flagged(runs, tmp_path):
     assert result["fold"] == 1 and result["warnings"] == []
 
 
+def copy_run(run_dir: Path, to: Path, *files: str) -> Path:
+    """The run's best checkpoint in a new run folder with only ``files`` of the run beside it."""
+    ckpt, _ = best(run_dir)
+    (to / "checkpoints").mkdir(parents=True)
+    shutil.copy(ckpt, to / "checkpoints" / "best.ckpt")
+    for name in files:
+        shutil.copy(run_dir / name, to / name)
+    return to / "checkpoints" / "best.ckpt"
+
+
+def test_unknown_training_fold_is_refused_not_guessed(runs, tmp_path):
+    """No config_resolved.yaml beside the checkpoint: fold 0 could be its training images."""
+    ckpt = copy_run(runs["S"], tmp_path / "bare")
+    common = {"num_folds": 3, "cache_dir": runs["cache"], "device": "cpu"}
+    with pytest.raises(InferenceError) as refused:
+        evaluate(ckpt, runs["data"], tmp_path / "out", **common)
+    message = str(refused.value)
+    assert str(ckpt) in message and "config_resolved.yaml" in message
+    assert "data.fold=K" in message and "data.split=all" in message
+    assert not (tmp_path / "out" / "metrics.json").exists()
+    # Given a fold, it is scored and says where the fold came from.
+    result = evaluate(ckpt, runs["data"], tmp_path / "out", fold=0, **common)
+    assert result["fold"] == 0 and result["fold_from"] == "data.fold"
+    assert evaluate(ckpt, runs["data"], tmp_path / "all", split="all", **common)["n_images"] == 12
+
+
+def test_localizer_without_run_config_takes_the_fold_its_encoder_names(runs, tmp_path):
+    """encoder.pt records the images a localizer never saw: that fixes the fold, no guess."""
+    ckpt = copy_run(runs["L"], tmp_path / "bare", "encoder.pt")
+    result = evaluate(ckpt, runs["data"], tmp_path / "out", num_folds=3, cache_dir=runs["cache"])
+    assert result["fold_from"] == str(tmp_path / "bare" / "encoder.pt")
+    assert result["warnings"] == []
+
+
+@pytest.fixture(scope="module")
+def pool_runs(tmp_path_factory) -> dict[str, Path]:
+    """``make idrid`` in small: masked images only, one localizer trained on a centre-only pool
+    folder serving every fold; and a per-fold localizer of fold 0 (no pool)."""
+    tmp = tmp_path_factory.mktemp("pool_runs")
+    root = make_wide_dataset(tmp / "masked", n_masked=12, n_centre_only=0)
+    pool = make_dataset(tmp / "pool", n_masked=0, n_centre_only=12, size=WIDTH, seed=3)
+    common = [f"data.cache_dir={tmp / 'cache'}", "callbacks.overlays=null", "steps.localize=4"]
+    run_job(compose_job("localize", tmp / "P", root, *common, f"data.pool=[{pool}]"))
+    run_job(compose_job("localize", tmp / "F", root, *common))
+    return {"data": root, "pool": pool, "cache": tmp / "cache", "P": tmp / "P", "F": tmp / "F"}
+
+
+def test_shared_pool_localizer_is_not_flagged_on_any_fold(pool_runs, tmp_path):
+    ckpt, trained = best(pool_runs["P"])
+    assert not trained["per_fold"]
+    common = {"cache_dir": pool_runs["cache"], "device": "cpu"}
+    for fold in (0, 1, 2):
+        result = evaluate(ckpt, pool_runs["data"], tmp_path / f"{fold}", fold=fold, **common)
+        assert result["fold"] == fold and result["warnings"] == [], fold
+    result = evaluate(ckpt, pool_runs["data"], tmp_path / "all", split="all", **common)
+    assert result["warnings"] == []  # it never trained on this folder at all
+    # Its pool folder is what it trained on: said so.
+    result = evaluate(ckpt, pool_runs["pool"], tmp_path / "pool", split="all", **common)
+    assert "training pool folders" in result["warnings"][0]
+    # Without its run config: encoder.pt says it excludes every image of these folds.
+    bare = copy_run(pool_runs["P"], tmp_path / "bare", "encoder.pt")
+    result = evaluate(bare, pool_runs["data"], tmp_path / "bare_out", num_folds=3, **common)
+    assert result["warnings"] == [] and result["fold_from"].endswith("encoder.pt")
+
+
+def test_per_fold_localizer_on_another_fold_is_flagged(pool_runs, tmp_path):
+    ckpt, trained = best(pool_runs["F"])
+    assert trained["per_fold"]
+    common = {"cache_dir": pool_runs["cache"], "device": "cpu"}
+    assert evaluate(ckpt, pool_runs["data"], tmp_path / "0", **common)["warnings"] == []
+    result = evaluate(ckpt, pool_runs["data"], tmp_path / "1", fold=1, **common)
+    assert "trained for fold 0" in result["warnings"][0]
+    assert "test images of fold 1 were among its training" in result["warnings"][0]
+    # The same from encoder.pt alone (no run config): its excluded ids are fold 0's test set.
+    bare = copy_run(pool_runs["F"], tmp_path / "bare", "encoder.pt")
+    result = evaluate(bare, pool_runs["data"], tmp_path / "b1", fold=1, num_folds=3, **common)
+    assert "trained for fold 0" in result["warnings"][0]
+    result = evaluate(bare, pool_runs["data"], tmp_path / "b", num_folds=3, **common)
+    assert result["fold"] == 0 and result["warnings"] == []
+
+
 def test_bad_inputs_name_the_file_or_value(runs, tmp_path):
     ckpt, _ = best(runs["S"])
     encoder = runs["L"] / "encoder.pt"
@@ -224,7 +306,8 @@ def roi_eval(runs, tmp_path_factory) -> dict:
         runs["data"], runs["cache"], tmp / "roi.ckpt", steps=20, num_folds=3
     )
     loc, _ = best(runs["L"])
-    common = {"num_folds": 3, "cache_dir": runs["cache"], "device": "cpu"}
+    # A plain Trainer's checkpoint, no run folder: its fold is given (it trained on fold 0).
+    common = {"fold": 0, "num_folds": 3, "cache_dir": runs["cache"], "device": "cpu"}
     predicted = evaluate(tmp / "roi.ckpt", runs["data"], tmp / "pred", loc_ckpt=loc, **common)
     oracle = evaluate(tmp / "roi.ckpt", runs["data"], tmp / "true", roi_centres="true", **common)
     evaluate(loc, runs["data"], tmp / "loc", **common)
@@ -262,7 +345,9 @@ def test_roi_oracle_centres_are_the_true_ones(roi_eval):
 
 def test_roi_segmenter_without_localizer_names_the_fix(roi_eval, runs, tmp_path):
     with pytest.raises(InferenceError, match="trained on disc-centred crops .* loc_ckpt="):
-        evaluate(roi_eval["ckpt"], runs["data"], tmp_path, num_folds=3, cache_dir=runs["cache"])
+        evaluate(
+            roi_eval["ckpt"], runs["data"], tmp_path, fold=0, num_folds=3, cache_dir=runs["cache"]
+        )
     with pytest.raises(RoiError, match="roi_centres='guess' is not one of predicted, true"):
         evaluate(roi_eval["ckpt"], runs["data"], tmp_path, roi_centres="guess")
     assert not (tmp_path / "metrics.json").exists()

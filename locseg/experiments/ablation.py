@@ -2,6 +2,9 @@
 
 Each sweep is one localizer variant (its own localize runs and localizer arms); the scratch arm
 runs once, in the baseline sweep, on the same folds, and every variant is paired with it by fold.
+Pairing is refused (:class:`AblationError`) unless the paired jobs share what their identity
+records beyond the config: the folds (splits hash, and each fold's test images), the cached
+pixels (dataset content and preprocessing) and the localizer placing test crops (``roi``).
 Reads ``metrics.json`` files only, like the report.
 """
 
@@ -25,6 +28,16 @@ from locseg.experiments.report.fmt import fmt_fraction, fmt_p
 from locseg.experiments.stats import holm_adjust, nadeau_bengio_ttest, signed_stars
 
 BASELINE_ARM = "scratch"
+# What a job's identity (train.py) records beyond its config that pairing needs equal.
+IDENTITY_FACTS = {
+    "splits": "folds (splits hash)",
+    "cache": "data (cache: dataset content and preprocessing)",
+    "localizer": "localizer placing the test crops (its checkpoint's sha256)",
+}
+
+
+class AblationError(ValueError):
+    """Sweeps that cannot be paired: other folds, data or test-crop localizer."""
 
 
 @dataclass
@@ -74,9 +87,79 @@ def _cell(jobs, base, fraction, arm) -> Cell | None:
     )
 
 
+def _short(values: set) -> str:
+    """The values side by side; a sha256 (64 hex digits) by its first 12."""
+    shown = sorted(
+        "none" if v is None else str(v)[:12] if len(str(v)) == 64 else str(v) for v in values
+    )
+    return ", ".join(shown) if shown else "none"
+
+
+def _test_ids(jobs: list[dict]) -> dict[int, set[frozenset]]:
+    """Each fold's test images, from the per-image Dice every segment job records."""
+    by_fold: dict[int, set[frozenset]] = defaultdict(set)
+    for job in jobs:
+        ids = job.get("per_image_test_dice") or job.get("per_image_test_dice_native")
+        if ids:
+            by_fold[int(job["fold"])].add(frozenset(ids))
+    return by_fold
+
+
+def comparability(
+    sweeps: Mapping[str, Path], records: Mapping[str, list[dict]], baseline: str
+) -> list[str]:
+    """Why each sweep's arms cannot be paired with the baseline's scratch arm (empty: they can).
+
+    A job's identity (job.json) holds the splits hash, the cache and, with ``roi``, the sha256
+    of the localizer whose centres place the test crops; a fact a job does not record (older
+    runs) is not compared. Test images are compared fold by fold.
+    """
+    scratch = [r for r in _ok_segment(records[baseline]) if r["arm"] == BASELINE_ARM]
+    base_where = f"{baseline} ({sweeps[baseline]}) scratch"
+    problems = []
+    for label, recs in records.items():
+        arms = [r for r in _ok_segment(recs) if r["arm"] != BASELINE_ARM]
+        if not arms or not scratch:
+            continue
+        where = f"{label} ({sweeps[label]})"
+        for key, what in IDENTITY_FACTS.items():
+            recorded = [r for r in arms + scratch if key in (r.get("identity") or {})]
+            if not recorded:
+                continue
+            mine = {(r.get("identity") or {}).get(key) for r in arms}
+            theirs = {(r.get("identity") or {}).get(key) for r in scratch}
+            if mine != theirs:
+                problems.append(
+                    f"{where} and {base_where} differ in {what}: {_short(mine)} vs {_short(theirs)}"
+                )
+        mine_ids, base_ids = _test_ids(arms), _test_ids(scratch)
+        for fold in sorted(set(mine_ids) & set(base_ids)):
+            if mine_ids[fold] != base_ids[fold]:
+                problems.append(
+                    f"{where} and {base_where} differ in the test images of fold {fold}"
+                )
+    return problems
+
+
+def _ok_segment(records: list[dict]) -> list[dict]:
+    return [r for r in records if r["status"] == "ok" and r.get("phase") == "segment"]
+
+
 def ablation(sweeps: Mapping[str, Path], baseline: str) -> tuple[list[dict], str]:
-    """One row per (variant, arm) with a cell per fraction; p-values Holm-adjusted over all."""
+    """One row per (variant, arm) with a cell per fraction; p-values Holm-adjusted over all.
+
+    Raises :class:`AblationError` naming the sweeps and what differs when a variant's arms
+    cannot be paired with the baseline's scratch arm (see :func:`comparability`).
+    """
     records = {label: collect(path) for label, path in sweeps.items()}
+    problems = comparability(sweeps, records, baseline)
+    if problems:
+        raise AblationError(
+            "these sweeps cannot be paired fold by fold:\n  - "
+            + "\n  - ".join(problems)
+            + "\nRun every sweep on the same data, folds (data.num_folds, data.split_seed) and "
+            "test-crop localizer (roi.localizer_ckpt), or leave the odd sweep out."
+        )
     everything = [r for recs in records.values() for r in recs]
     metric, _ = choose_dice_metric(everything)
     for r in everything:

@@ -53,10 +53,14 @@ def write_segment_sweep(
     n_train: Mapping[float, int],
     n_test: int = 8,
     native: Mapping[tuple[float, str, int], float] | None = None,
+    identity: Mapping[str, str] | None = None,
+    image_prefix: str = "img",
 ) -> Path:
     """One finished segment job per (fraction, arm, fold) of ``dice``, under root/segment/I.
 
     ``native`` adds ``test.dice_native`` and ``per_image_test_dice_native`` for the keys it holds.
+    ``identity`` is what train.py records beyond the config (splits, cache, localizer);
+    ``image_prefix`` names the test images (another prefix: other test images).
     """
     for i, ((fraction, arm, fold), value) in enumerate(sorted(dice.items())):
         run_dir = root / "segment" / f"{i}"
@@ -67,16 +71,18 @@ def write_segment_sweep(
             "n_train": n_train[fraction],
             "n_val": 4,
             "n_test": n_test,
-            "per_image_test_dice": per_image(value, fold),
+            "per_image_test_dice": per_image(value, fold, image_prefix),
         }
         if native is not None and (fraction, arm, fold) in native:
             test["dice_native"] = native[(fraction, arm, fold)]
             metrics["per_image_test_dice_native"] = per_image(native[(fraction, arm, fold)], fold)
         name = f"seg-{arm}-{fraction}-{fold}"
-        write_job(run_dir, job_record(name, "segment", fold, fraction, arm, run_dir),
-                  {**metrics, "test": test})  # fmt: skip
+        job = job_record(name, "segment", fold, fraction, arm, run_dir)
+        if identity is not None:
+            job["identity"] = dict(identity)
+        write_job(run_dir, job, {**metrics, "test": test})
     return root
 
 
-def per_image(fold_dice: float, fold: int) -> dict[str, float]:
-    return {f"img{fold}{i}": fold_dice + off for i, off in enumerate(PER_IMAGE_OFFSETS)}
+def per_image(fold_dice: float, fold: int, prefix: str = "img") -> dict[str, float]:
+    return {f"{prefix}{fold}{i}": fold_dice + off for i, off in enumerate(PER_IMAGE_OFFSETS)}

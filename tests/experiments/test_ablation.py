@@ -12,11 +12,14 @@ FOLDS = range(5)
 SCRATCH = [0.70, 0.72, 0.69, 0.71, 0.73]
 
 
-def _variant(root, gain: float, with_scratch: bool, dist: float):
+IDENTITY = {"splits": "aaaaaaaaaaaa", "cache": "idrid-od-0123456789abcdef", "encoder": "e"}
+
+
+def _variant(root, gain: float, with_scratch: bool, dist: float, **sweep):
     dice = {(0.1, "localizer-frozen", k): SCRATCH[k] + gain + 0.01 * (k % 2) for k in FOLDS}
     if with_scratch:
         dice |= {(0.1, "scratch", k): SCRATCH[k] for k in FOLDS}
-    write_segment_sweep(root, dice, n_train={0.1: 8})
+    write_segment_sweep(root, dice, n_train={0.1: 8}, **{"identity": IDENTITY, **sweep})
     run_dir = root / "localize" / "shared"
     job = job_record("loc", "localize", 0, 1.0, "localize", run_dir)
     folds = {str(k): {"dist_frac_width": dist, "dist_px": 10 * dist} for k in FOLDS}
@@ -47,3 +50,50 @@ def test_unknown_baseline_is_refused(tmp_path, capsys):
     good = _variant(tmp_path / "good", 0.1, with_scratch=True, dist=0.02)
     assert main([f"a={good}", "--baseline", "b"]) == 1
     assert "--baseline b is not one of ['a']" in capsys.readouterr().err
+
+
+def test_sweeps_on_other_folds_are_refused_naming_both_and_what_differs(tmp_path, capsys):
+    base = _variant(tmp_path / "base", 0.1, with_scratch=True, dist=0.02)
+    other = _variant(
+        tmp_path / "other", 0.1, with_scratch=False, dist=0.02,
+        identity={**IDENTITY, "splits": "bbbbbbbbbbbb"}, image_prefix="other",
+    )  # fmt: skip
+    out = tmp_path / "ablation.md"
+    assert main([f"a={base}", f"b={other}", "--baseline", "a", "--out", str(out)]) == 1
+    err = capsys.readouterr().err
+    assert f"b ({other}) and a ({base}) scratch differ in folds" in err
+    assert "bbbbbbbbbbbb vs aaaaaaaaaaaa" in err
+    assert "differ in the test images of fold 0" in err
+    assert not out.exists()
+
+
+def test_sweeps_on_other_data_or_test_crop_localizer_are_refused(tmp_path, capsys):
+    base = _variant(tmp_path / "base", 0.1, with_scratch=True, dist=0.02)
+    recached = _variant(
+        tmp_path / "recached", 0.1, with_scratch=False, dist=0.02,
+        identity={**IDENTITY, "cache": "idrid-od-fedcba9876543210"},
+    )  # fmt: skip
+    assert main([f"a={base}", f"b={recached}", "--baseline", "a"]) == 1
+    err = capsys.readouterr().err
+    assert f"b ({recached}) and a ({base}) scratch differ in data" in err
+    assert "idrid-od-fedcba9876543210 vs idrid-od-0123456789abcdef" in err
+    crops = _variant(
+        tmp_path / "crops", 0.1, with_scratch=False, dist=0.02,
+        identity={**IDENTITY, "localizer": "f" * 64},
+    )  # fmt: skip
+    assert main([f"a={base}", f"c={crops}", "--baseline", "a"]) == 1
+    err = capsys.readouterr().err
+    assert "localizer placing the test crops (its checkpoint's sha256): ffffffffffff vs none" in err
+
+
+def test_comparable_sweeps_with_other_encoders_still_pair(tmp_path):
+    """Variants differ in their localizer's encoder by design: that is never refused."""
+    base = _variant(tmp_path / "base", 0.1, with_scratch=True, dist=0.02)
+    other = _variant(
+        tmp_path / "other", 0.1, with_scratch=False, dist=0.02,
+        identity={**IDENTITY, "encoder": "another"},
+    )  # fmt: skip
+    out = tmp_path / "ablation.md"
+    assert main([f"a={base}", f"b={other}", "--baseline", "a", "--out", str(out)]) == 0
+    rows = {(r["localizer (variant)"], r["arm"]) for r in md_table(out.read_text(), "Holm")}
+    assert ("b", "localizer-frozen") in rows and ("a", "localizer-frozen") in rows

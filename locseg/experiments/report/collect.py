@@ -11,10 +11,20 @@ import os
 from pathlib import Path
 from typing import Any
 
-__all__ = ["ReportError", "collect", "stale_reason", "JOB_FILE", "METRICS_FILE", "ARM_ORDER"]
+__all__ = [
+    "ReportError",
+    "collect",
+    "stale_reason",
+    "kept_result_note",
+    "JOB_FILE",
+    "METRICS_FILE",
+    "FAILURE_FILE",
+    "ARM_ORDER",
+]
 
 JOB_FILE = "job.json"
 METRICS_FILE = "metrics.json"
+FAILURE_FILE = "failure.json"  # a failed re-run beside a finished metrics.json it kept
 STATUSES = ("ok", "failed", "incomplete", "stale")
 ARM_ORDER = ["scratch", "localizer-frozen", "localizer-finetune", "localize"]
 
@@ -47,7 +57,8 @@ def _infer_arm(rec: dict) -> str:
 
 
 def _job_dirs(sweep: Path) -> list[Path]:
-    found = {p.parent for name in (JOB_FILE, METRICS_FILE) for p in sweep.rglob(name)}
+    names = (JOB_FILE, METRICS_FILE, FAILURE_FILE)
+    found = {p.parent for name in names for p in sweep.rglob(name)}
     return sorted(found)
 
 
@@ -72,12 +83,45 @@ def _stale_hashes(job: dict | None, metrics: dict) -> tuple[str, str] | None:
     return None
 
 
+def kept_result_note(rec: dict) -> str:
+    """What the report adds to a failed re-run that kept an earlier finished result."""
+    if not rec.get("kept_result"):
+        return ""
+    return (
+        f" (its earlier finished result, config hash {rec['kept_result']}, is kept in "
+        f"{METRICS_FILE} and not counted)"
+    )
+
+
+def _latest_failure(job_dir: Path) -> dict | None:
+    """failure.json when it is newer than metrics.json: the job's last run failed after an
+    earlier one had finished (train.py keeps that result rather than overwrite it)."""
+    path, metrics_path = job_dir / FAILURE_FILE, job_dir / METRICS_FILE
+    if not path.is_file():
+        return None
+    if metrics_path.is_file() and path.stat().st_mtime < metrics_path.stat().st_mtime:
+        return None  # a later run finished: the failure no longer applies
+    failure, err = _read_json(path)
+    if failure is None:
+        return {"status": "failed", "error": err}
+    failure.setdefault("kept_result", None)
+    return {**failure, "status": "failed", "error": failure.get("error") or "failed re-run"}
+
+
 def _load_job(job_dir: Path, sweep: Path) -> dict:
-    """One record: job.json, overlaid by metrics.json when the job finished; status normalised."""
+    """One record: job.json, overlaid by metrics.json when the job finished; status normalised.
+
+    A failure.json newer than metrics.json (a re-run failed, e.g. in set-up, and kept the
+    finished result) makes the record that failure: status failed with its error, the kept
+    numbers not counted.
+    """
     job, job_err = _read_json(job_dir / JOB_FILE) if (job_dir / JOB_FILE).exists() else ({}, None)
     rec: dict[str, Any] = dict(job or {})
     metrics_path = job_dir / METRICS_FILE
-    if metrics_path.exists():
+    failure = _latest_failure(job_dir)
+    if failure is not None:  # job.json's identity and the failure; never the kept numbers
+        rec.update(failure)
+    elif metrics_path.exists():
         metrics, err = _read_json(metrics_path)
         stale = _stale_hashes(job, metrics) if metrics is not None else None
         if metrics is None:
@@ -120,7 +164,8 @@ def collect(sweep_dir: str | os.PathLike) -> list[dict]:
     """Every job under ``sweep_dir`` (any depth) as a dict with a status from ``STATUSES``.
 
     A job is a folder holding ``job.json`` (written at start) and/or ``metrics.json`` (written at
-    the end). 'stale': the two disagree on the config hash (a re-run did not finish). Raises
+    the end). 'stale': the two disagree on the config hash (a re-run did not finish); 'failed':
+    metrics.json says so, or a newer ``failure.json`` records a re-run that failed. Raises
     ``ReportError`` if the folder is missing or holds no job.
     """
     sweep = Path(sweep_dir)

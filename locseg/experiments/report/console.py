@@ -8,7 +8,7 @@ from rich.console import Console
 from rich.table import Table
 
 from locseg.experiments.report.analyse import Report
-from locseg.experiments.report.collect import STATUSES
+from locseg.experiments.report.collect import STATUSES, kept_result_note
 from locseg.experiments.report.fmt import first_line, fmt_fraction, fmt_mean_std, fmt_num
 from locseg.experiments.report.markdown import marks_legend
 
@@ -57,6 +57,7 @@ def print_summary(rep: Report, paths: dict[str, Path], console: Console | None =
         for rec in rep.by_status(status):
             console.print(
                 f"[{_STATUS_COLOR[status]}]{status}[/] {rec['job']}: {first_line(rec.get('error'))}"
+                f"{kept_result_note(rec)}"
             )
     for rec in rep.by_status("incomplete"):
         console.print(f"[yellow]incomplete[/] {rec['job']}")

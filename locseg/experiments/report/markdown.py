@@ -7,7 +7,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from locseg.experiments.report.analyse import MARK_TEST, NATIVE_DICE, Comparison, Report
-from locseg.experiments.report.collect import STATUSES
+from locseg.experiments.report.collect import STATUSES, kept_result_note
 from locseg.experiments.report.fmt import (
     first_line,
     fmt_fraction,
@@ -238,7 +238,10 @@ def _md_problems(rep: Report) -> list[str]:
     failed, incomplete = rep.by_status("failed"), rep.by_status("incomplete")
     stale = rep.by_status("stale")
     lines = [f"## Failed jobs ({len(failed)})", ""]
-    lines += [f"- `{r['job']}` (`{r['dir']}`): {first_line(r.get('error'))}" for r in failed]
+    lines += [
+        f"- `{r['job']}` (`{r['dir']}`): {first_line(r.get('error'))}{kept_result_note(r)}"
+        for r in failed
+    ]
     lines += ["None."] if not failed else []
     lines += ["", f"## Incomplete jobs ({len(incomplete)}): no metrics.json, killed or running", ""]
     lines += [f"- `{r['job']}` (`{r['dir']}`)" for r in incomplete]
