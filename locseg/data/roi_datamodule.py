@@ -58,6 +58,10 @@ from locseg.io import atomic_path, write_json_atomic
 CROP_CACHE_VERSION = 1
 # 1: native gray pixels and masks of the box around each training centre (windows cut at draw time)
 NATIVE_CACHE_VERSION = 1
+# How training crops are made; part of every crop job's identity, so a result trained on crops
+# made another way is rerun (windows-v1: each window preprocessed on its own pixels, as test
+# crops are; before it, windows were cut from a larger crop preprocessed as a whole).
+CROP_PIPELINE = "windows-v1"
 # The entry of a Lightning checkpoint that carries the region a segmenter was trained on; the
 # DataModule's state_dict lands in every checkpoint Lightning writes while it trains.
 CHECKPOINT_ENTRY = "locseg_roi"
@@ -473,7 +477,8 @@ class RoiSegmentationDataModule(SegmentationDataModule):
         }
 
     def identity(self) -> dict[str, str]:
-        return {**super().identity(), "roi": json.dumps(self.roi_facts(), sort_keys=True)}
+        roi = json.dumps(self.roi_facts(), sort_keys=True)
+        return {**super().identity(), "roi": roi, "crop_pipeline": CROP_PIPELINE}
 
     def state_dict(self) -> dict:
         """Lightning stores this in every checkpoint: inference reads the region from there."""

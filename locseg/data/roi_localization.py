@@ -30,6 +30,7 @@ from locseg.data.dataset import DatasetError, FundusDataset
 from locseg.data.preprocess import PreprocessedSet
 from locseg.data.roi import RoiError, RoiSpec, box_around, jitter_px
 from locseg.data.roi_datamodule import (
+    CROP_PIPELINE,
     LOCALIZER_KEYS,
     CropSamples,
     NativeSet,
@@ -265,7 +266,7 @@ class RoiLocalizationDataModule(LocalizationDataModule):
 
     def identity(self) -> dict[str, str]:
         facts = json.dumps(self.crop_facts(), sort_keys=True)
-        return {**super().identity(), "roi_localizer": facts}
+        return {**super().identity(), "roi_localizer": facts, "crop_pipeline": CROP_PIPELINE}
 
     def state_dict(self) -> dict:
         """Lightning stores this in every checkpoint: it marks the crop localizer as such."""

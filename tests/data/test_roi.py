@@ -156,6 +156,8 @@ def test_crop_side_comes_from_the_training_masks(roi_module):
     assert roi_module.side_px == round(3.0 * float(np.median(2 * radii)))
     facts = roi_module.state_dict()[CHECKPOINT_ENTRY]
     assert facts["side_px"] == roi_module.side_px and facts["crop_size"] == 32
+    # Results trained on crops made another way (before issue 16.4) are not reused.
+    assert roi_module.identity()["crop_pipeline"] == "windows-v1"
 
 
 def test_validation_crops_are_disc_centred_and_match_the_mask_file(roi_module):
