@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass
 
 import cv2
 import numpy as np
@@ -153,9 +153,30 @@ def crop_input(image_native: np.ndarray, box: Box, config: PreprocessConfig) -> 
     :func:`locseg.data.preprocess.preprocess_image` does for whole photographs. The crop is its
     own frame: ``config.crop_fov`` (the field-of-view square of whole photographs) is not applied
     to it again, so a ``crop_fov`` DataModule's crops are those of a plain one.
+
+    This is the one crop pipeline: training windows (cut from cached native pixels, see
+    :func:`preprocess_piece`), validation and test crops, ``locseg.evaluate`` and
+    ``locseg.predict`` all preprocess exactly the box they feed the network, never a larger area.
     """
-    piece = cut(image_native, box)
-    return preprocess_image(piece, config, 0.0, 1.0, identity_frame((box.side, box.side)))
+    return preprocess_piece(cut(image_native, box), config)
+
+
+def preprocess_piece(piece: np.ndarray, config: PreprocessConfig) -> np.ndarray:
+    """:func:`crop_input` of pixels already cut (:func:`cut`; RGB, or the gray of :func:`gray`).
+
+    The luma of an RGB photograph is computed per pixel in uint8, so cutting a box from
+    :func:`gray`'s output gives the very input :func:`crop_input` makes from the photograph.
+    """
+    side = (piece.shape[1], piece.shape[0])
+    return preprocess_image(piece, config, 0.0, 1.0, identity_frame(side))
+
+
+def gray(image_native: np.ndarray) -> np.ndarray:
+    """uint8 (H, W) luma: what the preprocessing reads of an RGB or gray uint8 photograph."""
+    image = np.asarray(image_native)
+    if image.ndim == 2:
+        return image.astype(np.uint8, copy=False)
+    return cv2.cvtColor(image, cv2.COLOR_RGB2GRAY)
 
 
 def paste_back(prob_small: np.ndarray, box: Box, native_wh: Sequence[int]) -> np.ndarray:
@@ -179,14 +200,21 @@ def paste_back(prob_small: np.ndarray, box: Box, native_wh: Sequence[int]) -> np
     return out
 
 
-def crop_config(config: PreprocessConfig, out_size: int) -> PreprocessConfig:
-    """The same preprocessing at another output size (the jitter margin's larger crop)."""
-    return replace(config, image_size=int(out_size))
+def jitter_px(spec: RoiSpec, side: int) -> int:
+    """Native px a training window moves at most in x and y: ``floor(jitter * side)``.
+
+    Training windows are ``side`` px boxes at integer offsets inside a box of ``side + 2 * m``
+    around the true centre (:func:`window_in`), preprocessed on their own pixels like test crops.
+    """
+    return math.floor(float(spec.jitter) * int(side))
 
 
-def margin_px(spec: RoiSpec, out_size: int) -> int:
-    """Crop pixels of jitter on each side: the training crop is ``out_size + 2 * margin``."""
-    return round(float(spec.jitter) * out_size)
+def window_in(outer: Box, offset: Sequence[int], side: int) -> Box:
+    """The ``side`` px box at integer ``offset`` (x, y) native px from ``outer``'s corner."""
+    ox, oy = (int(v) for v in offset)
+    if not (0 <= ox <= outer.side - side and 0 <= oy <= outer.side - side):
+        raise RoiError(f"window offset {(ox, oy)} leaves the {outer.side}-px box for side {side}")
+    return Box(outer.x0 + ox, outer.y0 + oy, int(side))
 
 
 def check_centre_source(source: object, name: str = "roi.test_centres") -> str:

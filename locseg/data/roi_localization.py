@@ -6,13 +6,14 @@ reaches the segmenter at the wrong scale. This DataModule trains a second locali
 the segmenter's crop size whose only product is that encoder; the whole-photograph localizer still
 places the test crops (a crop localizer cannot search a photograph, so it is never tested on one).
 
-The pool and its leakage guard are :class:`LocalizationDataModule`'s. Each training draw is an
-``image_size`` window of a crop cut around the true centre with a margin of
-``localizer_jitter * side`` on each side (:func:`locseg.data.roi_datamodule.build_crops`), so the
-disc lands anywhere in the central part of the window; validation windows sit at fixed, seeded
-offsets. Batches carry ``frame_size`` = the window's side in native px, so ``val/dist_px`` is in
-native px of the photograph and the baselines are those of the window (its mean training centre,
-its centre).
+The pool and its leakage guard are :class:`LocalizationDataModule`'s. Each training draw is a
+``side`` px window at a random integer offset inside a box of ``side + 2m`` native px around the
+true centre (``m = floor(localizer_jitter * side)``; the box's native pixels are cached by
+:func:`locseg.data.roi_datamodule.build_native`), preprocessed on its own pixels like every other
+crop (:func:`locseg.data.roi.crop_input`), so the disc lands anywhere in the central part of the
+window; validation windows sit at fixed, seeded offsets. Batches carry ``frame_size`` = the
+window's side in native px, so ``val/dist_px`` is in native px of the photograph and the
+baselines are those of the window (its mean training centre, its centre).
 """
 
 from __future__ import annotations
@@ -27,12 +28,13 @@ import torch
 from locseg.data.datamodules import FundusSamples, LocalizationDataModule
 from locseg.data.dataset import DatasetError, FundusDataset
 from locseg.data.preprocess import PreprocessedSet
-from locseg.data.roi import RoiError, RoiSpec, box_around, crop_config, margin_px
+from locseg.data.roi import RoiError, RoiSpec, box_around, jitter_px
 from locseg.data.roi_datamodule import (
+    CROP_PIPELINE,
     LOCALIZER_KEYS,
     CropSamples,
-    CropSet,
-    build_crops,
+    NativeSet,
+    build_native,
     true_centres,
 )
 
@@ -49,20 +51,20 @@ TEST_SKIPPED = (
 
 
 class WindowSamples(CropSamples):
-    """Windows of cached crops for the localizer: :class:`CropSamples` plus ``frame_size``.
+    """Windows around the disc for the localizer: :class:`CropSamples` plus ``frame_size``.
 
-    ``offsets`` (N, 2) fixes each item's window (validation); without it every draw is random.
+    ``offsets`` (N, 2) native px fixes each item's window (validation); without it every draw is
+    random.
     """
 
     def __init__(
         self,
-        crops: CropSet,
+        crops: NativeSet,
         source: PreprocessedSet,
-        window: int,
         offsets: np.ndarray | None = None,
         augmentation=None,
     ):
-        super().__init__(crops, source, augmentation, window=window)
+        super().__init__(crops, source, augmentation)
         self.offsets = offsets
 
     def offset(self, item: int, spare: int) -> np.ndarray:
@@ -138,7 +140,7 @@ class RoiLocalizationDataModule(LocalizationDataModule):
         self.sources: dict[str, tuple[FundusDataset, PreprocessedSet]] = {}
         self.diameter_px: float | None = None
         self.side_px: int | None = None
-        self.crops: dict[str, list[tuple[CropSet, PreprocessedSet]]] = {}
+        self.crops: dict[str, list[tuple[NativeSet, PreprocessedSet]]] = {}
 
     # ------------------------------------------------------------------ set-up
 
@@ -175,14 +177,14 @@ class RoiLocalizationDataModule(LocalizationDataModule):
         return self.preprocess_config.image_size
 
     @property
-    def full_size(self) -> int:
-        """The cached crop in px: the window plus the jitter margin on each side."""
-        return self.crop_size + 2 * margin_px(self.spec, self.crop_size)
+    def margin(self) -> int:
+        """Native px a window moves at most in x and y: ``floor(localizer_jitter * side)``."""
+        return jitter_px(self.spec, self.side_px)
 
     @property
     def full_side(self) -> int:
-        """The cached crop's side in native px."""
-        return max(2, round(self.side_px * self.full_size / self.crop_size))
+        """The cached native box's side: the window plus the jitter margin on each side."""
+        return self.side_px + 2 * self.margin
 
     def _by_folder(self, part: str) -> list[tuple[str, list[str]]]:
         """The part's images per source folder: (prefix, image ids of that folder)."""
@@ -192,8 +194,8 @@ class RoiLocalizationDataModule(LocalizationDataModule):
             groups.setdefault(by_set[id(data)], []).append(data.ids[row])
         return list(groups.items())
 
-    def part_crops(self, part: str) -> list[tuple[CropSet, PreprocessedSet]]:
-        """The cached crops of ``train`` / ``val`` around the true centres, per source folder."""
+    def part_crops(self, part: str) -> list[tuple[NativeSet, PreprocessedSet]]:
+        """The native boxes of ``train`` / ``val`` around the true centres, per source folder."""
         if part == "test":
             raise DatasetError(TEST_SKIPPED)
         if part not in self.crops:
@@ -202,35 +204,41 @@ class RoiLocalizationDataModule(LocalizationDataModule):
                 dataset, data = self.sources[prefix]
                 centres = true_centres(data, ids)
                 boxes = {i: box_around(xy, self.full_side) for i, xy in centres.items()}
-                config = crop_config(self.preprocess_config, self.full_size)
-                crops = build_crops(
-                    dataset, data, ids, boxes, config, self.cache_dir, self.mask_threshold
+                crops = build_native(
+                    dataset,
+                    data,
+                    ids,
+                    boxes,
+                    self.side_px,
+                    self.preprocess_config,
+                    self.cache_dir,
+                    self.mask_threshold,
                 )
                 built.append((crops, data))
             self.crops[part] = built
         return self.crops[part]
 
     def val_offsets(self, n: int, part_index: int) -> np.ndarray:
-        """Fixed window offsets of the validation crops: the same every validation."""
+        """Fixed window offsets (native px) of the validation windows: the same every time."""
         rng = np.random.default_rng([self.split_seed, 13, part_index])
-        return rng.integers(0, self.full_size - self.crop_size + 1, (n, 2))
+        return rng.integers(0, self.full_side - self.side_px + 1, (n, 2))
 
     # ------------------------------------------------------------------ facts for the run
 
     def mean_train_center(self) -> tuple[float, float]:
         """The constant baseline: the mean training centre in the window (normalised).
 
-        A window's offset is uniform in [0, spare] crop px, so on average the centre sits
-        ``spare / 2`` px left of and above where it sits in the cached crop.
+        A window's offset is uniform in [0, 2m] native px, so on average it is the ``side`` px
+        box centred in the cached one, i.e. the box around the true centre (and the mapping to the
+        window's pixels is affine in the offset).
         """
-        spare, size = self.full_size - self.crop_size, self.crop_size
         points = []
         for prefix, ids in self._by_folder("train"):
             data = self.sources[prefix][1]
             for xy in true_centres(data, ids).values():
                 box = box_around(xy, self.full_side)
-                in_crop = box.to_crop(np.asarray(xy), self.full_size)
-                points.append((in_crop - spare / 2 + 0.5) / size)
+                corner = (box.x0 + self.margin, box.y0 + self.margin)  # the mean window's
+                points.append((np.asarray(xy) - corner + 0.5) / self.side_px)
         u, v = np.mean(points, axis=0)
         return float(u), float(v)
 
@@ -258,7 +266,7 @@ class RoiLocalizationDataModule(LocalizationDataModule):
 
     def identity(self) -> dict[str, str]:
         facts = json.dumps(self.crop_facts(), sort_keys=True)
-        return {**super().identity(), "roi_localizer": facts}
+        return {**super().identity(), "roi_localizer": facts, "crop_pipeline": CROP_PIPELINE}
 
     def state_dict(self) -> dict:
         """Lightning stores this in every checkpoint: it marks the crop localizer as such."""
@@ -271,5 +279,5 @@ class RoiLocalizationDataModule(LocalizationDataModule):
         parts = []
         for k, (crops, data) in enumerate(self.part_crops(part)):
             offsets = None if train else self.val_offsets(len(crops.ids), k)
-            parts.append(WindowSamples(crops, data, self.crop_size, offsets, augmentation))
+            parts.append(WindowSamples(crops, data, offsets, augmentation))
         return parts[0] if len(parts) == 1 else JoinedSamples(parts)

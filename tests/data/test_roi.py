@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import pytest
 import torch
@@ -20,7 +22,11 @@ from locseg.data.roi import (
     cut,
     paste_back,
 )
-from locseg.data.roi_datamodule import CHECKPOINT_ENTRY, RoiSegmentationDataModule
+from locseg.data.roi_datamodule import (
+    CHECKPOINT_ENTRY,
+    RoiSegmentationDataModule,
+    true_centres,
+)
 from locseg.metrics_native import dice
 
 
@@ -150,6 +156,8 @@ def test_crop_side_comes_from_the_training_masks(roi_module):
     assert roi_module.side_px == round(3.0 * float(np.median(2 * radii)))
     facts = roi_module.state_dict()[CHECKPOINT_ENTRY]
     assert facts["side_px"] == roi_module.side_px and facts["crop_size"] == 32
+    # Results trained on crops made another way (before issue 16.4) are not reused.
+    assert roi_module.identity()["crop_pipeline"] == "windows-v1"
 
 
 def test_validation_crops_are_disc_centred_and_match_the_mask_file(roi_module):
@@ -177,6 +185,108 @@ def test_training_windows_jitter_the_centre_within_the_margin(roi_module):
     offsets = torch.cat(centres) - 15.5
     assert offsets.abs().max() <= 4 + 1.0  # margin round(0.125 * 32) = 4 crop px, plus rounding
     assert offsets.std() > 0.5  # the windows do move
+
+
+def centred(item: int, spare: int) -> np.ndarray:
+    """A window offset with zero jitter: the window centred in its margin."""
+    return np.array([spare // 2, spare // 2])
+
+
+def pixels(sample: dict) -> np.ndarray:
+    """A batch item's input back in grey levels."""
+    return np.rint(sample["image"][0].numpy() * 255.0).astype(np.int16)
+
+
+def test_training_crop_without_jitter_is_the_test_crop_at_the_same_centre(roi_module):
+    """Issue 16.4: one pipeline for every split. A training window not moved off the true
+    centre shows the pixels a test (or evaluate / predict) crop around that centre shows: the
+    window itself is preprocessed, not a larger margin crop it is then cut from."""
+    samples = roi_module.samples("train", None, train=True)
+    samples.offset = centred
+    by_id = roi_module.dataset.by_id()
+    centres = true_centres(roi_module.data, roi_module.selection["train"])
+    for item, row in enumerate(samples.rows):
+        image_id = roi_module.id_of(row)
+        box = box_around(centres[image_id], roi_module.side_px)
+        sample = samples[item]
+        photo = read_image(by_id[image_id].image_path)
+        test = crop_input(photo, box, roi_module.preprocess_config).astype(np.int16)
+        np.testing.assert_array_equal(pixels(sample), test, err_msg=image_id)
+        assert sample["box"].tolist() == box.as_list()
+        truth = read_mask(by_id[image_id].mask_path)
+        np.testing.assert_array_equal(sample["mask"][0].numpy(), crop_mask(truth, box, 32))
+
+
+def test_every_training_window_is_the_preprocessing_of_its_own_box(roi_module):
+    """Wherever the jitter puts the window, its input is ``crop_input`` of the photograph at the
+    window's (integer, ``side_px``) box, and the box stays within the jitter."""
+    samples = roi_module.samples("train", None, train=True)
+    by_id = roi_module.dataset.by_id()
+    centres = true_centres(roi_module.data, roi_module.selection["train"])
+    limit = math.floor(0.125 * roi_module.side_px) + 0.5
+    for item in range(len(samples)):
+        sample = samples[item]
+        image_id = roi_module.id_of(int(sample["index"]))
+        box = Box(*(int(v) for v in sample["box"].tolist()))
+        assert box.as_list() == sample["box"].tolist() and box.side == roi_module.side_px
+        assert np.abs(np.subtract(box.center, centres[image_id])).max() <= limit
+        photo = read_image(by_id[image_id].image_path)
+        test = crop_input(photo, box, roi_module.preprocess_config).astype(np.int16)
+        np.testing.assert_array_equal(pixels(sample), test, err_msg=image_id)
+
+
+def test_evaluate_and_predict_crop_what_training_shows_at_the_same_centre(roi_module, tmp_path):
+    """``locseg.evaluate`` (build_crops around the centres) and ``locseg.predict`` (crop_input
+    around the localizer's centre) feed the segmenter the pixels of the training window there."""
+    from locseg.evaluate import roi_crops
+    from locseg.inference import Model, load_input, run_models
+
+    ids = roi_module.selection["train"]
+    samples = roi_module.samples("train", None, train=True)
+    samples.offset = centred
+    windows = samples.crops  # the native boxes training windows are cut from
+    config, side = roi_module.preprocess_config, roi_module.side_px
+    roi = {"side_px": side, "crop_size": 32}
+    segmenter = Model("segmenter", None, config, tmp_path / "seg.ckpt", roi)
+    crops, errors = roi_crops(
+        segmenter, None, roi_module.dataset, roi_module.data, ids, "true", tmp_path / "c", None, 4
+    )
+    assert set(errors.values()) == {0.0}
+    for item in range(len(ids)):
+        np.testing.assert_array_equal(crops.images[item].astype(np.int16), pixels(samples[item]))
+
+    class Recorder(torch.nn.Module):
+        """A localizer answering the true centres, or a segmenter keeping its inputs."""
+
+        def __init__(self, answer=None):
+            super().__init__()
+            self.answer, self.seen = answer, []
+
+        def forward(self, images):
+            if self.answer is not None:
+                return self.answer
+            self.seen.append(images)
+            return torch.zeros_like(images)
+
+    by_id = roi_module.dataset.by_id()
+    loc_config = PreprocessConfig(image_size=16)
+    batch = [load_input(by_id[i].image_path, {loc_config}) for i in ids]
+    centres = true_centres(roi_module.data, ids)
+    sizes = [item.image.shape[1::-1] for item in batch]
+    uv = [(np.asarray(centres[i]) + 0.5) / size for i, size in zip(ids, sizes, strict=True)]
+    seg = Recorder()
+    models = {
+        "localizer": Model("localizer", Recorder(torch.tensor(np.array(uv))), loc_config, tmp_path),
+        "segmenter": Model("segmenter", seg, config, tmp_path, roi),
+    }
+    outputs = run_models(models, batch, torch.device("cpu"))
+    seen = np.rint(seg.seen[0][:, 0].numpy() * 255.0).astype(np.int16)
+    for item, box_list in enumerate(outputs["box"]):
+        outer = windows.box(item)  # the localizer's box is the training window at this offset
+        offset = (int(box_list[0]) - outer.x0, int(box_list[1]) - outer.y0)
+        image, _, box = windows.window(item, offset)
+        assert box.as_list() == [int(v) for v in box_list]
+        np.testing.assert_array_equal(seen[item], image.astype(np.int16), err_msg=ids[item])
 
 
 def test_test_crops_need_centres_and_follow_them(roi_module):
@@ -213,8 +323,6 @@ def test_crop_fov_cache_gives_the_same_crops_around_the_same_native_centres(tmp_
     """roi with data.preprocess.crop_fov: centres come back through each image's FOV square and
     the crop is not cut to a field of view again, so the crops are those of a plain module."""
     from conftest import make_fov_dataset
-
-    from locseg.data.roi_datamodule import true_centres
 
     root = make_fov_dataset(tmp_path / "fov", n_masked=12)
     modules = {}

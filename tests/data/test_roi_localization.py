@@ -7,7 +7,8 @@ import pytest
 import torch
 from conftest import make_dataset
 
-from locseg.data.dataset import DatasetError
+from locseg.data.dataset import DatasetError, read_image
+from locseg.data.roi import Box, box_around, crop_input
 from locseg.data.roi_datamodule import RoiSegmentationDataModule, true_centres
 from locseg.data.roi_localization import LOCALIZER_ENTRY, RoiLocalizationDataModule
 from locseg.models.localizer import localization_errors
@@ -109,6 +110,35 @@ def test_training_windows_move_within_the_jitter(module):
         assert np.abs(shift).max() <= limit
         shifts.append(tuple(np.round(shift, 3)))
     assert len(set(shifts)) > 5  # the window moves
+
+
+def test_window_without_jitter_is_the_test_crop_at_the_same_centre(module):
+    """Issue 16.4: the crop localizer's window, not moved off the true centre, shows the pixels
+    of the crop a segmenter is tested on around that centre (the window is preprocessed, not a
+    larger crop it is cut from), and every window (train or validation) is the preprocessing of
+    its own integer box."""
+    by_id = {}
+    for _, (dataset, _) in module.sources.items():
+        by_id.update(dataset.by_id())
+    config = module.preprocess_config
+    samples = module.samples("train", None, train=True)
+    samples.offset = lambda item, spare: np.array([spare // 2, spare // 2])
+    crops, data = module.part_crops("train")[0]
+    centres = true_centres(data, crops.ids)
+    for item, image_id in enumerate(crops.ids):
+        box = box_around(centres[image_id], module.side_px)
+        expected = crop_input(read_image(by_id[image_id].image_path), box, config)
+        got = np.rint(samples[item]["image"][0].numpy() * 255.0)
+        np.testing.assert_array_equal(got, expected, err_msg=image_id)
+    for part, train in (("train", True), ("val", False)):
+        drawn = module.samples(part, None, train=train)
+        for item, image_id in enumerate(module.part_crops(part)[0][0].ids):
+            sample = drawn[item]
+            box = Box(*(int(v) for v in sample["box"].tolist()))
+            assert box.as_list() == sample["box"].tolist() and box.side == module.side_px
+            expected = crop_input(read_image(by_id[image_id].image_path), box, config)
+            got = np.rint(sample["image"][0].numpy() * 255.0)
+            np.testing.assert_array_equal(got, expected, err_msg=image_id)
 
 
 def test_validation_windows_are_fixed_and_spread(module):
