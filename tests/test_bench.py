@@ -1,7 +1,9 @@
 """The benchmark: its statistics helpers, its argument checks, and one --quick run end to end.
 
-No timing thresholds: the machine is shared, so only the shape and sanity of the results are
-asserted (every section present, every figure positive, a verdict for every target).
+No absolute timing thresholds: the machine is shared, so the --quick run is checked for shape and
+sanity (every section present, every figure positive, a verdict for every target), and the two
+measurements underneath are checked on known workloads: RSS on a 256 MiB allocation, the timer
+on sleeps (lower bounds and a ratio, never an upper bound in seconds).
 """
 
 from __future__ import annotations
@@ -10,6 +12,7 @@ import json
 import math
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -17,6 +20,7 @@ import torch
 from torch.utils.data import DataLoader
 
 from locseg import bench
+from locseg.benchmark.timing import timed
 from locseg.benchmark.training import training_row
 
 
@@ -84,6 +88,41 @@ def test_threads_follow_an_explicit_request():
 def test_peak_rss_is_at_least_the_current_rss():
     current = bench.rss_mib()  # read first: the process may grow between the two reads
     assert bench.peak_rss_mib() >= current > 0
+
+
+MEASURE_ALLOCATION = """
+import json, numpy as np
+from locseg.benchmark.system import peak_rss_mib, rss_mib
+before, peak_before = rss_mib(), peak_rss_mib()
+block = np.ones(256 * 2**20, np.uint8)  # 256 MiB, every page written
+during = rss_mib()
+del block
+print(json.dumps({"before": before, "peak_before": peak_before, "during": during,
+                  "after": rss_mib(), "peak_after": peak_rss_mib()}))
+"""
+
+
+def test_rss_measures_a_known_allocation():
+    """A fresh interpreter allocates and frees 256 MiB: RSS rises by it and falls back; the peak
+    keeps it. Differences of one process's own readings, so other processes do not matter."""
+    done = subprocess.run(
+        [sys.executable, "-c", MEASURE_ALLOCATION], capture_output=True, text=True, timeout=120
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    mib = json.loads(done.stdout.strip().splitlines()[-1])
+    assert mib["during"] - mib["before"] == pytest.approx(256, abs=16), mib
+    assert mib["after"] - mib["before"] < 32, mib  # freed: a large block goes back to the system
+    assert mib["peak_after"] - mib["peak_before"] == pytest.approx(256, abs=16), mib
+
+
+def test_timed_measures_a_known_sleep():
+    """Sleeps of 0.1 s and 0.3 s: each at least its length (sleep never returns early), and
+    their ratio near 3 (a shared machine adds milliseconds, never a factor)."""
+    cpu = torch.device("cpu")
+    short = timed(lambda: time.sleep(0.1), cpu)
+    long = timed(lambda: time.sleep(0.3), cpu)
+    assert short >= 0.1 and long >= 0.3
+    assert long / short == pytest.approx(3.0, rel=0.25), (short, long)
 
 
 def test_an_image_size_the_unet_cannot_pool_is_refused_with_the_fix(capsys):

@@ -2,12 +2,25 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
+import torch
 from hydra import compose, initialize_config_module
 from hydra.core.global_hydra import GlobalHydra
+from hydra.utils import instantiate
 from omegaconf import OmegaConf
+from pytorch_lightning.callbacks import EarlyStopping, LearningRateMonitor, ModelCheckpoint
+from pytorch_lightning.loggers import CSVLogger, WandbLogger
 
 import locseg.train  # noqa: F401  (registers the locseg_arm resolver)
+from locseg.data import datamodules
+from locseg.data.preprocess import PreprocessConfig
+from locseg.data.roi_datamodule import RoiSegmentationDataModule
+from locseg.handoff import roi_overrides
+from locseg.models.localizer import LocalizerModule
+from locseg.models.segmenter import SegmenterModule
+from locseg.train import instantiate_all
 
 
 def compose_cfg(*overrides: str, hydra: bool = False):
@@ -19,9 +32,17 @@ def compose_cfg(*overrides: str, hydra: bool = False):
 @pytest.mark.parametrize("phase", ["localize", "segment"])
 @pytest.mark.parametrize("experiment", ["demo", "paper", "real", "real_whole"])
 @pytest.mark.parametrize("data", ["synthetic", "drions"])
-def test_phase_experiment_data_compose(phase, experiment, data):
+def test_phase_experiment_data_compose_and_instantiate(
+    phase, experiment, data, tmp_path, monkeypatch
+):
+    """Each ``_target_`` is built as the training job builds it (datamodule, module, callbacks,
+    loggers with wandb offline, and the trainer where this machine has its accelerator)."""
+    monkeypatch.setenv("WANDB_MODE", "offline")
     cfg = compose_cfg(
-        f"+phase={phase}", f"experiment={experiment}", f"data={data}", "paths.output_dir=/tmp/x"
+        f"+phase={phase}",
+        f"experiment={experiment}",
+        f"data={data}",
+        f"paths.output_dir={tmp_path}",
     )
     module = {"localize": "LocalizerModule", "segment": "SegmenterModule"}[phase]
     datamodule = {"localize": "LocalizationDataModule", "segment": "SegmentationDataModule"}[phase]
@@ -32,6 +53,34 @@ def test_phase_experiment_data_compose(phase, experiment, data):
         assert (cfg.net.depth, cfg.net.base_width, cfg.data.image_size) == (4, 32, 256)
         assert cfg.trainer.accelerator == "gpu"
     OmegaConf.resolve(cfg)  # every interpolation resolves
+
+    built = instantiate(cfg.data, **roi_overrides(cfg))
+    crops = phase == "segment" and experiment == "real"
+    expected_dm = RoiSegmentationDataModule if crops else getattr(datamodules, datamodule)
+    assert type(built) is expected_dm
+    assert built.preprocess_config == PreprocessConfig(
+        image_size=cfg.data.image_size, **cfg.data.preprocess
+    )
+    assert (built.fold, built.num_folds, built.name) == (0, cfg.data.num_folds, data)
+    model = instantiate(cfg.model, preprocess=built.signature())
+    assert type(model) is {"localize": LocalizerModule, "segment": SegmenterModule}[phase]
+    assert model.hparams.input_size == cfg.data.image_size
+    assert model.hparams.preprocess == built.signature()
+    assert (model.hparams.depth, model.hparams.base_width) == (cfg.net.depth, cfg.net.base_width)
+    assert len(model.encoder.levels) == cfg.net.depth
+    callbacks = instantiate_all(cfg.callbacks)
+    kinds = {type(c) for c in callbacks}
+    assert {ModelCheckpoint, EarlyStopping, LearningRateMonitor} <= kinds
+    checkpoint = next(c for c in callbacks if isinstance(c, ModelCheckpoint))
+    assert checkpoint.monitor == cfg.monitor.metric and Path(checkpoint.dirpath).parent == tmp_path
+    loggers = instantiate_all(cfg.logger)
+    assert {type(lg) for lg in loggers} == {WandbLogger, CSVLogger}
+    wandb = next(lg for lg in loggers if isinstance(lg, WandbLogger))
+    assert wandb._wandb_init["mode"] == "offline"
+    if cfg.trainer.accelerator in ("cpu", "auto") or torch.cuda.is_available():
+        trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers)
+        assert trainer.max_steps == cfg.steps[phase]
+        assert trainer.checkpoint_callback is checkpoint
 
 
 def test_real_recipe_segments_disc_crops_and_the_whole_recipe_does_not():
@@ -65,9 +114,14 @@ def test_arm_names(init, freeze, arm):
     assert cfg.arm == arm
 
 
-def test_logger_none_drops_loggers_and_lr_monitor():
-    cfg = compose_cfg("+phase=localize", "logger=none")
+def test_logger_none_drops_loggers_and_lr_monitor(tmp_path):
+    cfg = compose_cfg("+phase=localize", "logger=none", f"paths.output_dir={tmp_path}")
     assert cfg.logger is None and cfg.callbacks.lr_monitor is None
+    assert instantiate_all(cfg.logger) == []
+    callbacks = instantiate_all(cfg.callbacks)
+    assert callbacks and not any(isinstance(c, LearningRateMonitor) for c in callbacks)
+    trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=False)
+    assert trainer.loggers == []
 
 
 def test_wandb_is_offline_by_default(monkeypatch):

@@ -98,3 +98,11 @@ def test_segmenter_on_the_crop_encoder_placed_by_the_whole_localizer(jobs):
     assert seg["identity"]["encoder"] == hashlib.sha256(encoder.read_bytes()).hexdigest()
     assert seg["roi"]["localizer"] == str(localizer)
     assert seg["roi"]["side_diameters"] == 3.0 and "localizer_crops" not in seg["roi"]
+    # The frozen encoder the segmenter trained with is encoder.pt's, tensor for tensor.
+    theirs = load_encoder_checkpoint(encoder)["state_dict"]
+    for name in ("best.ckpt", "last.ckpt"):
+        state = torch.load(jobs["tmp"] / "seg/checkpoints" / name, weights_only=True)["state_dict"]
+        ours = {k.removeprefix("encoder."): v for k, v in state.items() if k.startswith("encoder.")}
+        assert set(ours) == set(theirs), name
+        for key, tensor in theirs.items():
+            assert torch.equal(ours[key], tensor), f"{name}: encoder.{key} differs from encoder.pt"

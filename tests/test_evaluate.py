@@ -369,31 +369,79 @@ def test_roi_localizer_is_found_beside_the_encoder_and_gives_the_test_centres(ro
         roi_localizer_path(runs["L"] / "nope.ckpt", None, None, 0)
 
 
-def test_segmenter_postprocessing_is_applied_and_recorded(segmenter_eval, runs, tmp_path):
-    """postprocess={tta, largest, fill}: the native scores of those switches; training's
-    raw native Dice is the all-off evaluation."""
+def test_segmenter_postprocessing_is_applied_and_recorded(
+    segmenter_eval, runs, tmp_path, monkeypatch
+):
+    """postprocess={largest, fill}: the native Dice of masks cleaned up independently (scipy
+    directly) on a prediction built with a false speck and a hole in the disc; training's raw
+    native Dice is the all-off evaluation."""
+    from scipy import ndimage
+
     from locseg.data.dataset import load_dataset
     from locseg.data.preprocess import preprocess_dataset
-    from locseg.inference import load_model, segmentation_per_image
-    from locseg.postprocess import PostProcess
 
     plain, _ = segmenter_eval
     ckpt, trained = best(runs["S"])
     assert plain["postprocess"] == {"largest": False, "fill": False, "tta": False}
     assert plain["metrics"]["dice_native"] == pytest.approx(trained["test"]["dice_native"])
-    switches = {"largest": True, "fill": True, "tta": True}
-    result = evaluate(
-        ckpt, runs["data"], tmp_path, cache_dir=runs["cache"], device="cpu", postprocess=switches
-    )
-    assert result["postprocess"] == switches
-    model = load_model(ckpt, torch.device("cpu"))
+
+    # The network's output, per cached input: an 11 x 11 square on the true centre with a 3 x 3
+    # hole in its middle (disc pixels: filling it gains), and a 2 x 2 speck in the far corner
+    # (background: dropping it gains).
     dataset = load_dataset(runs["data"])
-    data = preprocess_dataset(dataset, model.preprocess, runs["cache"])
+    data = preprocess_dataset(dataset, PreprocessConfig(**plain["preprocess"]), runs["cache"])
+    side = data.images.shape[-1]
+    designed: dict[bytes, np.ndarray] = {}
     ids = sorted(trained["per_image_test_dice"])
-    post = PostProcess(**switches)
-    expected = segmentation_per_image(model.module, data, dataset, ids, post=post)
-    rows = read_csv(tmp_path / "per_image.csv")
+    index = data.index_of()
     for image_id in ids:
-        assert float(rows[image_id]["dice_native"]) == pytest.approx(expected[image_id]["dice"])
+        cx, cy = np.rint(data.centers[index[image_id]] * side - 0.5).astype(int)
+        prob = np.zeros((side, side), np.float32)
+        prob[cy - 5 : cy + 6, cx - 5 : cx + 6] = 1.0
+        prob[cy - 1 : cy + 2, cx - 1 : cx + 2] = 0.0
+        sy = slice(0, 2) if cy > side // 2 else slice(side - 2, side)
+        sx = slice(0, 2) if cx > side // 2 else slice(side - 2, side)
+        prob[sy, sx] = 1.0
+        designed[data.images[index[image_id]].tobytes()] = prob
+
+    def designed_forward(self, image):
+        pixels = np.rint(image[:, 0].numpy() * 255).astype(np.uint8)
+        return torch.from_numpy(np.stack([designed[p.tobytes()] for p in pixels]))[:, None]
+
+    monkeypatch.setattr(SegmenterModule, "forward", designed_forward)
+
+    def expected_dice(image_id: str, largest: bool, fill: bool) -> float:
+        prob = designed[data.images[index[image_id]].tobytes()]
+        mask = cv2.resize(prob, (WIDTH, HEIGHT), interpolation=cv2.INTER_LINEAR) > 0.5
+        if largest:
+            labels, count = ndimage.label(mask, structure=np.ones((3, 3)))
+            assert count == 2, "the speck and the square"
+            mask = labels == np.argmax(np.bincount(labels.ravel())[1:]) + 1
+        if fill:
+            mask = ndimage.binary_fill_holes(mask)
+        truth = read_mask(runs["data"] / "masks" / f"{image_id}.png")
+        return 2 * int((mask & truth).sum()) / int(mask.sum() + truth.sum())
+
+    scores = {}
+    for largest in (False, True):
+        for fill in (False, True):
+            switches = {"largest": largest, "fill": fill, "tta": False}
+            out = tmp_path / f"largest{largest}_fill{fill}"
+            result = evaluate(
+                ckpt, runs["data"], out, cache_dir=runs["cache"], device="cpu", postprocess=switches
+            )
+            assert result["postprocess"] == switches
+            assert json.loads((out / "metrics.json").read_text())["postprocess"] == switches
+            rows = read_csv(out / "per_image.csv")
+            assert set(rows) == set(ids)
+            for image_id in ids:
+                expected = expected_dice(image_id, largest, fill)
+                assert float(rows[image_id]["dice_native"]) == pytest.approx(expected, abs=1e-6)
+            scores[largest, fill] = {i: float(rows[i]["dice_native"]) for i in ids}
+    raw = scores[False, False]
+    for switched in [(True, False), (False, True), (True, True)]:
+        assert all(scores[switched][i] > raw[i] for i in ids), f"largest, fill = {switched}"
+    assert all(scores[True, True][i] > scores[True, False][i] for i in ids)
+    assert all(scores[True, True][i] > scores[False, True][i] for i in ids)
     with pytest.raises(ValueError, match="valid keys are tta, largest, fill"):
         evaluate(ckpt, runs["data"], tmp_path / "x", postprocess={"flip": True})

@@ -265,27 +265,25 @@ def test_roi_segmenter_alone_is_refused_naming_the_fix(roi_predicted, photos, tm
         predict(ckpt, photos, tmp_path)
 
 
-def test_postprocessing_switches_apply_to_the_written_masks(trained, photos, tmp_path):
-    """tta=true largest=true fill=true: the flip-averaged probabilities, thresholded at native
-    size, reduced to one solid component; the same as the inference functions give."""
+def _predict_wide(trained, photos, out: Path, **switches: bool) -> np.ndarray:
+    """The mask ``predict``'s command line writes for wide.png (60 x 40) with these switches."""
+    options = [f"{name}={'true' if on else 'false'}" for name, on in switches.items()]
+    argv = [f"ckpt={trained['seg']}", f"input={photos / 'wide.png'}", f"output={out}"]
+    assert main([*argv, "device=cpu", *options]) == 0
+    return read_image(out / "masks" / "wide.png") > 0
+
+
+def test_postprocessing_switches_apply_to_the_written_masks(trained, photos, tmp_path, monkeypatch):
+    """Each switch changes the written mask as it should: on a prediction built with a speck and
+    a hole, ``largest`` drops the speck, ``fill`` fills the hole (scipy applied directly), and
+    ``tta`` averages the probabilities with the mirrored image's."""
     from scipy import ndimage
 
     from locseg.inference import load_model, segment
-    from locseg.postprocess import PostProcess, postprocess
+    from locseg.postprocess import PostProcess
 
-    code = main(
-        [
-            f"ckpt={trained['seg']}",
-            f"input={photos / 'wide.png'}",
-            f"output={tmp_path}",
-            "device=cpu",
-            "tta=true",
-            "largest=true",
-            "fill=true",
-        ]
-    )
-    assert code == 0
-    written = read_image(tmp_path / "masks" / "wide.png") > 0
+    # tta with the trained network: the flip-averaged probabilities, thresholded at native size.
+    written = _predict_wide(trained, photos, tmp_path / "tta", tta=True)
     model = load_model(trained["seg"], torch.device("cpu"))
     pixels = preprocess_image(read_image(photos / "wide.png"), model.preprocess)
     plain = model.module(torch.from_numpy(pixels)[None, None].float() / 255)[0, 0]
@@ -294,7 +292,47 @@ def test_postprocessing_switches_apply_to_the_written_masks(trained, photos, tmp
     np.testing.assert_allclose(
         prob, segment(model.module, pixels[None], torch.device("cpu"), tta=True)[0], atol=1e-6
     )
-    expected = postprocess(native_mask(prob, (60, 40), 0.5), largest=True, fill=True)
-    np.testing.assert_array_equal(written, expected)
-    assert 0 < written.sum() < written.size and ndimage.label(written)[1] == 1
+    native = cv2.resize(prob, (60, 40), interpolation=cv2.INTER_LINEAR) > 0.5
+    np.testing.assert_array_equal(written, native)
     assert PostProcess.from_options({"tta": True}).tta
+
+    # A designed network output (32 x 32): a square with a 4 x 4 hole, and a 2 x 2 speck in the
+    # top-right corner; it does not depend on the input, so flip TTA sees it mirrored.
+    side = pixels.shape[-1]
+    designed = np.zeros((side, side), np.float32)
+    designed[8:24, 8:24] = 1.0
+    designed[14:18, 14:18] = 0.0
+    designed[1:3, side - 5 : side - 3] = 1.0
+
+    def designed_forward(self, image):
+        return torch.from_numpy(designed).expand(image.shape[0], 1, side, side).clone()
+
+    monkeypatch.setattr(SegmenterModule, "forward", designed_forward)
+    raw = cv2.resize(designed, (60, 40), interpolation=cv2.INTER_LINEAR) > 0.5
+    eight = np.ones((3, 3), bool)
+    labels, count = ndimage.label(raw, structure=eight)
+    assert count == 2, "the square and the speck"
+    largest = labels == 1 + np.argmax(np.bincount(labels.ravel())[1:])
+    filled = ndimage.binary_fill_holes(raw)
+    assert (filled & ~raw).sum() >= 16, "the hole"
+    expected = {
+        (False, False): raw,
+        (True, False): largest,
+        (False, True): filled,
+        (True, True): ndimage.binary_fill_holes(largest),
+    }
+    for (keep_largest, fill), mask in expected.items():
+        out = tmp_path / f"largest{keep_largest}_fill{fill}"
+        written = _predict_wide(trained, photos, out, largest=keep_largest, fill=fill)
+        np.testing.assert_array_equal(written, mask, err_msg=f"largest={keep_largest} fill={fill}")
+    assert not np.array_equal(largest, raw) and not np.array_equal(filled, raw)
+    assert ndimage.label(expected[True, True], structure=eight)[1] == 1
+    assert not (ndimage.binary_fill_holes(expected[True, True]) ^ expected[True, True]).any()
+
+    # tta on the designed output: the speck, in one corner only, averages to 0.5 and is gone.
+    averaged = (designed + designed[:, ::-1]) / 2
+    mirrored_mask = cv2.resize(averaged, (60, 40), interpolation=cv2.INTER_LINEAR) > 0.5
+    assert not np.array_equal(mirrored_mask, raw)
+    np.testing.assert_array_equal(
+        _predict_wide(trained, photos, tmp_path / "t", tta=True), mirrored_mask
+    )

@@ -80,19 +80,39 @@ def test_sweep_layout_and_report(sweep):
     assert all(row["status"] == "ok" for row in rows)
 
 
-def test_report_ttest_equals_scipy(sweep):
-    def fold_dice(arm: str, fraction: float) -> list[float]:
-        jobs = [
-            json.loads(p.read_text())
-            for p in sweep.glob(f"segment/frac_{fraction}/fold_*/{arm}/metrics.json")
-        ]
-        return [job["test"]["dice"] for job in sorted(jobs, key=lambda job: job["fold"])]
+def _md_rows(text: str, heading: str) -> list[dict[str, str]]:
+    """Rows of the first markdown table after ``heading``, keyed by the header."""
+    lines = text.split(heading, 1)[1].splitlines()
+    start = next(i for i, line in enumerate(lines) if line.startswith("|"))
+    end = next((i for i, line in enumerate(lines[start:], start) if not line.startswith("|")), None)
+    cells = [[c.strip() for c in line.strip("|").split("|")] for line in lines[start:end]]
+    return [dict(zip(cells[0], row, strict=True)) for row in cells[2:]]
 
-    report = (sweep / "report.md").read_text()
-    a, b = fold_dice("localizer-frozen", 1.0), fold_dice("scratch", 1.0)
-    expected = stats.ttest_rel(a, b)
-    if expected.pvalue == expected.pvalue:  # NaN when both folds tie exactly
-        assert f"{expected.statistic:.3f}" in report or f"{expected.statistic:.2f}" in report
+
+def test_report_ttest_equals_scipy(sweep, tmp_path):
+    """The fold table's t and p of one comparison are scipy's paired t-test of the Dice the report
+    compares (test.dice_native): on a copy of the sweep whose 100% folds are set to differ
+    unequally (a finite p; equal differences would make it NaN)."""
+    import shutil
+
+    copy = tmp_path / "sweep"
+    shutil.copytree(sweep, copy, ignore=shutil.ignore_patterns("*.ckpt", "*.pt", "*.png"))
+    chosen = {"localizer-frozen": [0.80, 0.84], "scratch": [0.70, 0.71]}
+    for arm, values in chosen.items():
+        for fold, value in enumerate(values):
+            path = copy / f"segment/frac_1.0/fold_{fold}/{arm}/metrics.json"
+            metrics = json.loads(path.read_text())
+            metrics["test"]["dice_native"] = value
+            path.write_text(json.dumps(metrics))
+    locseg("locseg.report", str(copy), "--no-wandb")
+    expected = stats.ttest_rel(chosen["localizer-frozen"], chosen["scratch"])
+    assert 0 < expected.pvalue < 1  # t = 7.667, p = 0.0826
+    report = (copy / "report.md").read_text()
+    rows = _md_rows(report, "### Over folds")
+    (row,) = [r for r in rows if (r["labels"], r["arm"]) == ("100%", "localizer-frozen")]
+    assert row["folds"] == "2" and row["Δ Dice"] == "+0.115"
+    assert row["t"] == f"{expected.statistic:.3f}" == "7.667"
+    assert row["p (paired t)"] == f"{expected.pvalue:.3g}"
 
 
 def test_resume_reruns_exactly_the_missing_jobs(sweep, data_root):
@@ -136,6 +156,8 @@ def test_failing_jobs_do_not_stop_the_sweep_and_are_reported(tmp_path, data_root
 
 
 def test_joblib_launcher_runs_jobs_in_parallel_processes(tmp_path, data_root):
+    """Each job logs its process id and the time it ended (its log format), metrics.json its wall
+    time, the launcher its own process id: two worker processes, not the launcher, that overlap."""
     sweep = tmp_path / "sweep"
     result = locseg(
         "locseg.train",
@@ -149,12 +171,25 @@ def test_joblib_launcher_runs_jobs_in_parallel_processes(tmp_path, data_root):
         "data.fraction=0.5,1.0",
         "data.fold=0",
         "init=scratch",
+        "hydra.job_logging.formatters.simple.format='JOB %(process)d %(created)f %(message)s'",
+        "hydra.hydra_logging.formatters.simple.format='LAUNCHER %(process)d %(message)s'",
     )
     jobs = [json.loads(p.read_text()) for p in sweep.rglob("metrics.json")]
     assert sorted(job["fraction"] for job in jobs) == [0.5, 1.0]
     assert all(job["status"] == "ok" for job in jobs)
     output = result.stdout + result.stderr  # worker processes are quiet too
     assert "litlogger" not in output and "LeafSpec" not in output, output[-2000:]
+    runs = []
+    for job in jobs:
+        log = (Path(job["run_dir"]) / "train.log").read_text()
+        (line,) = [line for line in log.splitlines() if "test dice=" in line]
+        _, pid, ended, _ = line.split(" ", 3)
+        runs.append((int(pid), float(ended) - job["wall_time_s"], float(ended)))
+    (pid_a, start_a, end_a), (pid_b, start_b, end_b) = runs
+    assert pid_a != pid_b, "both jobs ran in one process"
+    launcher = {int(line.split()[1]) for line in output.splitlines() if line.startswith("LAUNCHER")}
+    assert len(launcher) == 1 and launcher.isdisjoint({pid_a, pid_b}), (launcher, runs)
+    assert max(start_a, start_b) < min(end_a, end_b), f"the jobs ran one after the other: {runs}"
 
 
 def test_submitit_local_launcher(tmp_path, data_root):

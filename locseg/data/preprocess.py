@@ -52,7 +52,9 @@ from locseg.data.frames import (
 )
 from locseg.io import atomic_path, write_json_atomic
 
-CACHE_VERSION = 2  # 2: masks area-resized on the image's grid; content-keyed; checksummed
+# 2: masks area-resized on the image's grid; content-keyed; checksummed
+# 3: gamma before the resize (the lab code's order), not after it
+CACHE_VERSION = 3
 ARRAYS = ("images", "masks")
 log = logging.getLogger(__name__)
 
@@ -102,16 +104,11 @@ def minmax_uint8(values: np.ndarray) -> np.ndarray:
 
 
 @lru_cache(maxsize=8)
-def _clahe_and_resize(config: PreprocessConfig) -> A.Compose:
-    return A.Compose(
-        [
-            A.CLAHE(
-                clip_limit=(config.clahe_clip, config.clahe_clip),
-                tile_grid_size=(config.clahe_tiles, config.clahe_tiles),
-                p=1.0,
-            ),
-            A.Resize(config.image_size, config.image_size, interpolation=cv2.INTER_AREA),
-        ]
+def _clahe(config: PreprocessConfig) -> A.CLAHE:
+    return A.CLAHE(
+        clip_limit=(config.clahe_clip, config.clahe_clip),
+        tile_grid_size=(config.clahe_tiles, config.clahe_tiles),
+        p=1.0,
     )
 
 
@@ -131,14 +128,21 @@ def preprocess_image(
 ) -> np.ndarray:
     """One photograph -> uint8 (S, S) network input, at native resolution until the resize.
 
+    The lab code's order: gray -> (z-score) -> min-max -> CLAHE -> gamma -> resize. Gamma is a
+    non-linear map of the grey values, so it does not commute with the area resize's averaging:
+    applied after the resize it changes most pixels by a few grey levels.
+
     The photograph is first cut to ``frame`` (found with :func:`image_frame` when not given), so
     every caller feeds a ``crop_fov`` model what it was trained on.
     """
     frame = frame if frame is not None else image_frame(image, config)
     image = crop_to_frame(image, frame)
     normalised = minmax_uint8(zscore(to_gray(image), mean, std))
-    equalised = _clahe_and_resize(config)(image=normalised)["image"]
-    return apply_gamma(equalised, config.gamma)
+    equalised = _clahe(config)(image=normalised)["image"]
+    corrected = apply_gamma(equalised, config.gamma)
+    return cv2.resize(
+        corrected, (config.image_size, config.image_size), interpolation=cv2.INTER_AREA
+    )
 
 
 def preprocess_framed(image: np.ndarray, config: PreprocessConfig) -> tuple[np.ndarray, Frame]:

@@ -159,8 +159,8 @@ def test_a_folder_holding_other_images_is_refused(tmp_path):
     assert (tmp_path / "mine" / "images" / "patient_01.png").is_file()
 
 
-def test_command_line_arguments_and_summary(tmp_path):
-    parser = argparse.ArgumentParser()
+def test_command_line_arguments_and_summary(tmp_path, capsys):
+    parser = argparse.ArgumentParser(prog="synthetic")
     add_arguments(parser)
     argv = [str(tmp_path / "cli"), "--n-localize", "3", "--n-segment", "2", "--size", "32"]
     args = parser.parse_args(argv + ["--seed", "2"])
@@ -169,7 +169,15 @@ def test_command_line_arguments_and_summary(tmp_path):
     assert summary["centre_only"] == 3 and summary["with_mask"] == 2
     assert len(load_dataset(tmp_path / "cli").samples) == 5
     assert prepare(args)["status"] == "up to date (skipped)"
-    with pytest.raises(SystemExit):
-        parser.parse_args(argv[:1] + ["--size", "16"])
-    with pytest.raises(SystemExit):
-        parser.parse_args(argv[:1] + ["--n-segment", "-1"])
+    capsys.readouterr()
+    refused = [
+        (["--size", "16"], "argument --size: 16 is too small; use a value >= 32"),
+        (["--n-segment", "-1"], "argument --n-segment: -1 is too small; use a value >= 0"),
+        (["--seed", "x"], "argument --seed: 'x' is not an integer"),
+    ]
+    for extra, message in refused:
+        with pytest.raises(SystemExit) as stopped:
+            parser.parse_args(argv[:1] + extra)
+        assert stopped.value.code == 2, extra  # argparse's usage error, not a crash or success
+        err = capsys.readouterr().err
+        assert err.startswith("usage: synthetic") and err.rstrip().endswith(message), err
