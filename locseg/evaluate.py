@@ -44,6 +44,7 @@ from locseg.data.preprocess import PreprocessedSet, default_cache_dir, preproces
 from locseg.data.roi import RoiError, box_around, check_centre_source
 from locseg.data.roi_datamodule import CropSet, build_crops, true_centres
 from locseg.data.splits import check_fold, dataset_splits, splits_path
+from locseg.experiments.environment import environment
 from locseg.inference import (
     InferenceError,
     Model,
@@ -387,6 +388,7 @@ def evaluate(
         "postprocess": post.as_dict() if model.role == "segmenter" else None,
         "preprocess": model.preprocess.as_dict(),
         "device": str(module_device(model.module)),
+        "environment": environment(module_device(model.module)),
         "metrics": {k: _json_number(v) for k, v in means.items()},
         "training_run": run,
         "roi": roi_record(model, localizer, roi_centres) if uses_roi else None,

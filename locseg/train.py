@@ -25,6 +25,7 @@ from rich.syntax import Syntax
 from rich.tree import Tree
 
 import locseg  # sets the no-network environment defaults first
+from locseg.experiments.environment import environment
 from locseg.experiments.sweep import (
     ENCODER_FILE,
     arm_name,
@@ -196,6 +197,7 @@ def run_job(cfg: DictConfig) -> dict | None:
     finally:
         close_wandb()
     metrics["wall_time_s"] = time.perf_counter() - start
+    metrics["environment"] = environment()  # what "same seed, same numbers" depends on
     if _is_rank_zero():  # under DDP every process runs this job; one writes the result
         write_metrics(run_dir, metrics)
     log.info("%s: test %s -> %s", cfg.run_name, _headline(metrics), run_dir / "metrics.json")
