@@ -8,6 +8,7 @@ this block under ``environment`` so two runs can be told apart before their numb
 
 from __future__ import annotations
 
+import os
 import platform
 
 import numpy as np
@@ -16,6 +17,8 @@ import torch
 
 import locseg
 from locseg.benchmark.system import cpu_name
+
+ISA_VARIABLES = ("ATEN_CPU_CAPABILITY", "ONEDNN_MAX_CPU_ISA", "DNNL_MAX_CPU_ISA")
 
 
 def environment(device: torch.device | str | None = None) -> dict:
@@ -38,6 +41,8 @@ def environment(device: torch.device | str | None = None) -> dict:
         "platform": platform.platform(),
         "cpu": cpu_name(),
         "cpu_capability": torch.backends.cpu.get_cpu_capability(),
+        # oneDNN (convolutions) picks its own ISA from the CPU; these variables cap both.
+        "isa_overrides": {k: os.environ[k] for k in ISA_VARIABLES if k in os.environ},
         "threads": torch.get_num_threads(),
         "device": str(device),
         "device_name": torch.cuda.get_device_name(device) if cuda else None,

@@ -49,6 +49,12 @@ def test_environment_is_torchs_own_answers():
     json.dumps(record)  # plain JSON
 
 
+def test_isa_overrides_are_recorded(monkeypatch):
+    monkeypatch.setenv("ONEDNN_MAX_CPU_ISA", "AVX2")
+    monkeypatch.delenv("ATEN_CPU_CAPABILITY", raising=False)
+    assert environment()["isa_overrides"] == {"ONEDNN_MAX_CPU_ISA": "AVX2"}
+
+
 def test_training_and_evaluation_metrics_record_the_environment(tmp_path):
     from conftest import make_dataset
     from test_train import compose_job
