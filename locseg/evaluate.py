@@ -51,6 +51,7 @@ from locseg.data.splits import (
     excluded_ids_hash,
     splits_path,
 )
+from locseg.experiments.environment import environment
 from locseg.experiments.sweep import ENCODER_FILE
 from locseg.inference import (
     InferenceError,
@@ -546,6 +547,7 @@ def evaluate(
         "postprocess": post.as_dict() if model.role == "segmenter" else None,
         "preprocess": model.preprocess.as_dict(),
         "device": str(module_device(model.module)),
+        "environment": environment(module_device(model.module)),
         "metrics": {k: _json_number(v) for k, v in means.items()},
         "training_run": scope.run,
         "roi": roi_record(model, localizer, roi_centres) if uses_roi else None,

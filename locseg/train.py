@@ -25,6 +25,7 @@ from rich.syntax import Syntax
 from rich.tree import Tree
 
 import locseg  # sets the no-network environment defaults first
+from locseg.experiments.environment import environment
 from locseg.experiments.sweep import (
     ENCODER_FILE,
     arm_name,
@@ -197,6 +198,7 @@ def run_job(cfg: DictConfig) -> dict | None:
     finally:
         close_wandb()
     metrics["wall_time_s"] = time.perf_counter() - start
+    metrics["environment"] = environment()  # what "same seed, same numbers" depends on
     if _is_rank_zero():  # under DDP every process runs this job; one writes the result
         write_metrics(run_dir, metrics)
     log.info("%s: test %s -> %s", cfg.run_name, _headline(metrics), run_dir / "metrics.json")
@@ -239,11 +241,25 @@ def close_wandb() -> None:
 
 
 def objective(cfg: DictConfig, metrics: dict | None) -> float | None:
-    """The value a sweeper optimises: the monitored *validation* metric, never a test one."""
-    if metrics is None:
-        return None
+    """The value a sweeper optimises: the monitored *validation* metric, never a test one.
+
+    None for a failed job and for a diverged one (a NaN or infinite metric): the Optuna sweeper
+    records that trial as FAIL and the search goes on (``max_failure_rate: 1.0`` in
+    conf/hparams_search). A NaN itself would end the study: Optuna 2 refuses to tell it.
+    """
     name = str(cfg.monitor.metric).split("/", 1)[1]
-    return metrics.get("val", {}).get(name)
+    value = ((metrics or {}).get("val") or {}).get(name)
+    if metrics is None or metrics.get("status", "ok") != "ok" or value is None:
+        return None
+    if not math.isfinite(float(value)):
+        log.warning(
+            "%s: %s=%s, the trial diverged; a sweep records it as failed",
+            cfg.run_name,
+            cfg.monitor.metric,
+            value,
+        )
+        return None
+    return float(value)
 
 
 @hydra.main(version_base="1.3", config_path="pkg://locseg.conf", config_name="train")

@@ -234,3 +234,49 @@ def test_ddp_fit_with_two_cpu_processes(tmp_path):
     assert "world_size=2" in (result.stdout + result.stderr).replace(
         " ", ""
     ) or "GLOBAL_RANK: 1" in (result.stdout + result.stderr)
+
+
+def test_optuna_search_goes_on_past_failed_and_diverged_trials(tmp_path, data_root):
+    """#16.6: a diverged trial (val/dist_px NaN after one absurd step) used to end the study
+    (Optuna 2 refuses to tell NaN, then refuses the FAIL with values); a failed one (lr < 0:
+    the optimizer refuses it) must be recorded as FAIL too, and the search go on."""
+    import yaml
+
+    sweep = tmp_path / "opt"
+    done = locseg(
+        "locseg.train",
+        "-m",
+        "+phase=localize",
+        "hparams_search=localize_optuna",
+        *FAST,
+        "hydra.sweeper.n_trials=6",
+        "hydra.sweeper.sampler.n_startup_trials=6",  # seeded random draws: all three values
+        "lr.localize=choice(1e30,-1.0,1e-3)",  # diverges, fails, trains
+        "steps.localize=1",  # one step: the divergence guard never sees the NaN weights
+        f"hydra.sweep.dir={sweep}",
+        f"data.root={data_root}",
+    )
+    trials = {}
+    for k in range(6):  # every trial ran
+        overrides = yaml.safe_load((sweep / str(k) / ".hydra" / "overrides.yaml").read_text())
+        lr = float(next(o for o in overrides if o.startswith("lr.localize=")).split("=")[1])
+        trials[k] = (lr, json.loads((sweep / str(k) / "metrics.json").read_text()))
+    by_lr = {lr: [m for v, m in trials.values() if v == lr] for lr in (1e30, -1.0, 1e-3)}
+    assert all(by_lr.values()), {lr: len(m) for lr, m in by_lr.items()}  # seeded: every case
+    assert all(m["status"] == "failed" for m in by_lr[-1.0])
+    assert all(m["status"] == "ok" for m in by_lr[1e30] + by_lr[1e-3])
+    assert all(m["val"]["dist_px"] is None for m in by_lr[1e30])  # NaN, written as null
+    failed = len(by_lr[-1.0]) + len(by_lr[1e30])
+    assert (done.stdout + done.stderr).count("Failed experiment") == failed  # Optuna: FAIL
+    best = yaml.safe_load((sweep / "optimization_results.yaml").read_text())
+    assert best["best_params"] == {"lr.localize": 1e-3}
+    assert best["best_value"] == pytest.approx(min(m["val"]["dist_px"] for m in by_lr[1e-3]))
+
+
+def test_optuna_searches_record_failed_trials_and_go_on():
+    """The sweeper's default max_failure_rate=0.0 ends a study at the first job that raises."""
+    import yaml
+
+    for name in ("segment_optuna", "localize_optuna"):
+        config = yaml.safe_load((REPO / "conf" / "hparams_search" / f"{name}.yaml").read_text())
+        assert config["hydra"]["sweeper"]["max_failure_rate"] == 1.0, name

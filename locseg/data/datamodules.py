@@ -271,7 +271,8 @@ class SegmentationDataModule(FundusDataModule):
                 "Use this folder to localize (+phase=localize) or as data.pool=[...]."
             )
         entry = splits["folds"][self.fold]
-        train, val = budget_split(entry["order"], self.fraction, self.val_fraction)
+        groups = {s.image_id: s.group_id for s in self.dataset.samples}
+        train, val = budget_split(entry["order"], self.fraction, self.val_fraction, groups)
         return {"train": train, "val": val, "test": list(entry["test"])}
 
 

@@ -14,7 +14,7 @@ import math
 import os
 import stat
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -82,33 +82,58 @@ def fraction_prefix(ordered_train: Sequence[str], fraction: float) -> list[str]:
     return list(ordered_train[:count])
 
 
-def is_validation_slot(position: int, val_fraction: float) -> bool:
-    """Every 1/val_fraction-th place of a budget order is a validation image, starting at 0.
+def validation_groups(
+    ordered: Sequence[str], val_fraction: float, groups: Mapping[str, str] | None = None
+) -> dict[str, bool]:
+    """Each group's role in a budget order: True for validation, False for training.
 
-    Slots are fixed positions, so a smaller budget's train and validation sets lie inside every
-    larger budget's (nested fractions), and every budget of two or more images has both.
+    A group is decided at its first image, at place ``n`` of the order with ``v`` validation
+    images before it: validation if ``v <= floor(n x val_fraction)``, i.e. while validation is
+    not ahead of its share. A role depends only on the order before the group, so a smaller
+    budget's train and validation sets lie inside every larger budget's (nested fractions), and
+    all images of a patient share one role. Ungrouped (every image its own group), this is every
+    ``1/val_fraction``-th place starting at 0, as before groups were honoured.
     """
-    return math.floor(position * val_fraction + 1e-9) != math.floor(
-        (position - 1) * val_fraction + 1e-9
-    )
+    groups = groups or {}
+    roles: dict[str, bool] = {}
+    seen = in_val = 0
+    for image_id in ordered:
+        group = groups.get(image_id, image_id)
+        if group not in roles:
+            roles[group] = in_val <= math.floor(seen * val_fraction + 1e-9)
+        seen += 1
+        in_val += roles[group]
+    return roles
 
 
 def budget_split(
-    ordered: Sequence[str], fraction: float, val_fraction: float
+    ordered: Sequence[str],
+    fraction: float,
+    val_fraction: float,
+    groups: Mapping[str, str] | None = None,
 ) -> tuple[list[str], list[str]]:
     """(train, val) for a label budget: together ``ceil(fraction x the fold's masks)`` images.
 
     The honest budget: every mask a job touches, for training or for choosing its checkpoint and
-    stopping early, counts against the fraction.
+    stopping early, counts against the fraction. Validation is assigned by patient ``groups``
+    (image id -> group; an id missing from it is its own group): a patient's images are all
+    train or all validation (see :func:`validation_groups`). A group cut by the budget's edge
+    keeps its role with the images inside the budget; the rest of it stays unused, so the
+    budget holds exactly and a larger budget only adds that group's other images to its side.
     """
     budget = fraction_prefix(ordered, fraction)
-    slots = [is_validation_slot(i, val_fraction) for i in range(len(budget))]
+    groups = groups or {}
+    roles = validation_groups(budget, val_fraction, groups)
+    slots = [roles[groups.get(i, i)] for i in budget]
     train = [i for i, val in zip(budget, slots, strict=True) if not val]
     if not train:
+        first = groups.get(ordered[0], ordered[0])
+        needed = sum(groups.get(i, i) == first for i in ordered) + 1
         raise DatasetError(
             f"data.fraction={fraction} gives a budget of {len(budget)} mask(s) (of "
-            f"{len(ordered)}), all needed for validation; raise the fraction to at least "
-            f"{2 / len(ordered):.2f} or lower data.val_fraction."
+            f"{len(ordered)}), all needed for validation (a patient's images are never split "
+            f"between train and validation); raise the fraction to at least "
+            f"{needed / len(ordered):.2f} or lower data.val_fraction."
         )
     return train, [i for i, val in zip(budget, slots, strict=True) if val]
 
@@ -176,9 +201,25 @@ def pool_hash(dataset: FundusDataset) -> str:
     return hashlib.sha256("\n".join(pairs).encode()).hexdigest()[:16]
 
 
+# Where some patient has several images, validation is drawn by whole patients (see
+# budget_split); before that it took every fifth image, so a job's train and val sets changed
+# under unchanged folds. The rule is part of such a pool's splits identity, so a finished job
+# of the old rule is rerun rather than reused; ungrouped pools split as before and keep theirs.
+VALIDATION_RULE = {"validation": "whole-groups"}
+
+
+def validation_rule(dataset: FundusDataset) -> dict:
+    """The validation rule to record for ``dataset``'s pool: empty unless patients repeat."""
+    groups = [s.group_id for s in evaluation_pool(dataset)]
+    return dict(VALIDATION_RULE) if len(set(groups)) < len(groups) else {}
+
+
 def splits_digest(splits: dict) -> str:
-    """A short hash of the folds themselves: part of every job's identity."""
+    """A short hash of the folds themselves (and of a grouped pool's validation rule): part of
+    every job's identity."""
     text = json.dumps(splits["folds"], sort_keys=True)
+    if splits.get("validation"):
+        text += f"\nvalidation={splits['validation']}"
     return hashlib.sha256(text.encode()).hexdigest()[:12]
 
 
@@ -195,14 +236,18 @@ def load_or_make_splits(
     if path.is_file():
         stored = json.loads(path.read_text())
         if stored.get("pool_hash") == current:
-            return stored
+            return {**stored, **validation_rule(dataset)}  # files made before the rule
         raise DatasetError(
             f"{path}: these folds were made for other masked images or patient groups "
             f"(pool hash {stored.get('pool_hash')}, now {current}). Finished runs used the old "
             f"folds. To start over with new folds, delete {path} and re-run every sweep on "
             "this dataset; to keep the old folds, restore the dataset as it was."
         )
-    splits = {**make_splits(dataset, num_folds, val_fraction, seed), "pool_hash": current}
+    splits = {
+        **make_splits(dataset, num_folds, val_fraction, seed),
+        "pool_hash": current,
+        **validation_rule(dataset),
+    }
     write_json_atomic(path, splits)
     return splits
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 
 import numpy as np
 import pytest
@@ -10,12 +11,14 @@ from conftest import draw_disc_image, make_dataset
 
 from locseg.data.dataset import DatasetError, load_dataset
 from locseg.data.splits import (
+    budget_split,
     dataset_splits,
     fraction_prefix,
     grouped_folds,
     load_or_make_splits,
     localization_pool,
     make_splits,
+    splits_digest,
     splits_path,
 )
 
@@ -162,3 +165,98 @@ def test_pool_patients_of_test_images_are_kept_from_their_fold_localizer(tmp_pat
         assert per_fold and all(i.startswith("loc_") for i in pool)
         assert not {groups[i] for i in pool} & test_groups
         assert {"loc_002", "loc_003", "loc_004", "loc_005"} <= set(pool)
+
+
+# ----------------------------------------------------------------- validation by patient (#16.7)
+
+
+def _whole_patient_modules(root, fractions, tmp_path):
+    from locseg.data.datamodules import SegmentationDataModule
+
+    for fraction in fractions:
+        module = SegmentationDataModule(
+            root=str(root),
+            image_size=32,
+            num_folds=5,
+            fraction=fraction,
+            augment={"enabled": False},
+            cache_dir=str(tmp_path / "cache"),
+        )
+        module.setup("fit")
+        yield fraction, module
+
+
+def test_validation_takes_whole_patients_at_every_fraction(tmp_path):
+    """Two images per patient: validation used to take every fifth image of the budget order,
+    so at 100% 35 of 40 patients had one image in train and the other in validation."""
+    root = make_dataset(tmp_path / "d", n_masked=80, groups=40)
+    groups = {s.image_id: s.group_id for s in load_dataset(root).samples}
+    previous = {"train": set(), "val": set()}
+    fractions = [0.05, 0.1, 0.2, 0.3, 0.5, 0.7, 1.0]
+    for fraction, module in _whole_patient_modules(root, fractions, tmp_path):
+        train, val = (set(module.selection[part]) for part in ("train", "val"))
+        both = {groups[i] for i in train} & {groups[i] for i in val}
+        assert not both, f"{fraction}: patients {sorted(both)} in both train and validation"
+        others = 80 - len(module.selection["test"])
+        assert len(train) + len(val) == math.ceil(fraction * others)  # the honest budget
+        assert train and val and not train & val
+        assert previous["train"] <= train and previous["val"] <= val  # nested fractions
+        previous = {"train": train, "val": val}
+    assert 0.15 <= len(val) / (len(train) + len(val)) <= 0.25
+
+
+def test_ungrouped_budgets_split_as_before():
+    """An image that is its own patient: every 1/val_fraction-th place from 0, as before."""
+    order = [f"i{k:02d}" for k in range(23)]
+    for val_fraction in (0.1, 0.2, 0.25, 0.3, 1 / 3):
+        old = [
+            math.floor(p * val_fraction + 1e-9) != math.floor((p - 1) * val_fraction + 1e-9)
+            for p in range(len(order))
+        ]
+        for fraction in (0.1, 0.5, 1.0):
+            train, val = budget_split(order, fraction, val_fraction)
+            budget = fraction_prefix(order, fraction)
+            assert val == [i for i, slot in zip(budget, old, strict=False) if slot]
+            assert train == [i for i in budget if i not in val]
+    assert budget_split(order, 1.0, 0.2)[1] == ["i00", "i05", "i10", "i15", "i20"]
+
+
+def test_a_patient_cut_by_the_budget_edge_keeps_its_side():
+    """Patients of three images; a budget that ends inside one uses only its images inside the
+    budget, all on the patient's side, and a larger budget adds the rest to the same side."""
+    order = [f"i{k:02d}" for k in range(30)]
+    groups = {i: f"p{k // 3}" for k, i in enumerate(order)}
+    for count in range(4, 31):
+        fraction = count / 30
+        train, val = budget_split(order, fraction, 0.2, groups)
+        assert len(train) + len(val) == count
+        assert not {groups[i] for i in train} & {groups[i] for i in val}
+        bigger_train, bigger_val = budget_split(order, min(1.0, (count + 1) / 30), 0.2, groups)
+        assert set(train) <= set(bigger_train) and set(val) <= set(bigger_val)
+    with pytest.raises(DatasetError, match=r"never split.*at least 0\.13"):
+        budget_split(order, 3 / 30, 0.2, groups)  # the first patient is validation
+
+
+def test_grouped_pools_version_their_splits_identity(tmp_path):
+    """Validation by patient changes a grouped pool's train/val under unchanged folds: its
+    splits identity changes with it (finished jobs rerun, also from a file made before the rule);
+    an ungrouped pool splits as before and keeps its identity."""
+    import hashlib
+
+    def folds_only(splits):
+        text = json.dumps(splits["folds"], sort_keys=True)
+        return hashlib.sha256(text.encode()).hexdigest()[:12]
+
+    plain = load_dataset(make_dataset(tmp_path / "plain", n_masked=10))
+    splits = dataset_splits(plain, 5, 0.2, 7, tmp_path / "c")
+    assert "validation" not in splits and splits_digest(splits) == folds_only(splits)
+
+    grouped = load_dataset(make_dataset(tmp_path / "grouped", n_masked=10, groups=5))
+    path = tmp_path / "grouped" / "splits_k5_val0.2_seed7.json"
+    made = dataset_splits(grouped, 5, 0.2, 7, tmp_path / "c")
+    assert json.loads(path.read_text())["validation"] == "whole-groups"
+    assert splits_digest(made) != folds_only(made)
+    old_file = {k: v for k, v in made.items() if k != "validation"}  # written before the rule
+    path.write_text(json.dumps(old_file))
+    reloaded = dataset_splits(grouped, 5, 0.2, 7, tmp_path / "c")
+    assert reloaded["folds"] == made["folds"] and splits_digest(reloaded) == splits_digest(made)
