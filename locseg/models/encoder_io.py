@@ -54,10 +54,21 @@ def save_encoder(
     preprocess: Mapping | None,
     extra: Mapping | None = None,
 ) -> Path:
-    """Write the encoder's weights (BN running stats included) and its compatibility record."""
+    """Write the encoder's weights (BN running stats included) and its compatibility record.
+
+    Refuses weights that are not finite: a training that diverged on its last step passes the
+    loss guard (the loss was finite before the update), and its encoder must not be handed on.
+    """
     state = {
         k: v.detach().to("cpu", copy=True).contiguous() for k, v in encoder.state_dict().items()
     }
+    broken = [k for k, v in state.items() if v.is_floating_point() and not torch.isfinite(v).all()]
+    if broken:
+        raise EncoderCheckpointError(
+            f"{path}: not written: the encoder's {', '.join(broken[:3])}"
+            f"{' ...' if len(broken) > 3 else ''} hold NaN/inf (training diverged); lower "
+            "lr.localize or set model.scheduler=cosine model.warmup_steps=100"
+        )
     payload = {
         "format": FORMAT,
         "state_dict": state,

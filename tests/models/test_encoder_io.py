@@ -103,3 +103,13 @@ def test_input_size_and_preprocess_must_match(tmp_path):
     assert "'gamma': 1.2" in str(info.value) and "'gamma': 1.0" in str(info.value)
     with pytest.raises(EncoderCheckpointError, match=r"preprocessing mismatch"):
         load_into(Encoder(depth=2, base_width=4), ckpt, preprocess={})
+
+
+def test_an_encoder_with_non_finite_weights_is_not_written(tmp_path):
+    """A training that diverged on its last step leaves NaN weights: nothing is handed on."""
+    encoder = Encoder(depth=2, base_width=4)
+    with torch.no_grad():
+        next(encoder.parameters()).fill_(float("nan"))
+    with pytest.raises(EncoderCheckpointError, match="NaN/inf .* lower lr.localize"):
+        save_encoder(tmp_path / "encoder.pt", encoder, 32, {})
+    assert not (tmp_path / "encoder.pt").exists()
