@@ -76,6 +76,9 @@ REGISTER_SIZE = 128  # longer side of the images aligned and compared
 REGISTER_BAND = (0.7, 3.0)  # difference-of-Gaussians sigmas (px at REGISTER_SIZE): vessels
 REGISTER_CONTRAST = 12.0  # sigma (px) of the local contrast normalisation
 REGISTER_RIM = 3  # px dropped inside the FOV edge
+MIN_DETAIL = 0.5  # grey levels of band-passed detail below which an image has none to align
+MIN_FOV_PIXELS = 400  # FOV pixels (at REGISTER_SIZE) needed to align at all
+CONTRAST_FLOOR = 0.25  # local contrast is divided by at least this fraction of the global one
 MAX_SHIFT = 0.15  # largest translation searched, as a fraction of each side
 MIN_OVERLAP = 0.5  # aligned FOVs must overlap this much of the smaller one
 ECC_ITERATIONS = 20
@@ -248,7 +251,8 @@ def registration_image(gray: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
     Band-pass (difference of Gaussians, normalised convolution inside the eroded FOV) keeps the
     vessels; dividing by the local standard deviation and z-scoring inside the FOV removes what
-    gamma, brightness, colour balance, sharpening and exposure change.
+    gamma, brightness, colour balance, sharpening and exposure change. An image without detail
+    (a flat or tiny field of view) gets an empty FOV: :func:`registered_score` never matches it.
     """
     if gray.ndim == 3:
         gray = cv2.cvtColor(gray, cv2.COLOR_RGB2GRAY)
@@ -268,8 +272,12 @@ def registration_image(gray: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
     fine, coarse = REGISTER_BAND
     band = (smooth(work, fine) - smooth(work, coarse)) * inside
+    detail = float(band[inside > 0].std()) if inside.sum() >= MIN_FOV_PIXELS else 0.0
+    if detail < MIN_DETAIL:  # a flat field (or a tiny one): nothing to align, never a match
+        return np.zeros_like(band), np.zeros_like(inside)
     spread = np.sqrt(np.maximum(smooth(band * band, REGISTER_CONTRAST), 0.0))
-    band = np.where(inside > 0, band / np.maximum(spread, 1e-3), 0.0).astype(np.float32)
+    floor = CONTRAST_FLOOR * detail  # flat patches are not blown up to full contrast
+    band = np.where(inside > 0, band / np.maximum(spread, floor), 0.0).astype(np.float32)
     if inside.any():
         values = band[inside > 0]
         band[inside > 0] = (values - values.mean()) / max(float(values.std()), 1e-6)

@@ -287,3 +287,20 @@ def test_folder_images_reads_a_dataset_or_a_plain_folder(tmp_path):
     assert [p.name for p in fp.folder_images(tmp_path / "set" / "images")] == ["a.jpg", "b.png"]
     with pytest.raises(DatasetError, match="nowhere: folder not found"):
         fp.folder_images(tmp_path / "nowhere")
+
+
+def test_images_without_detail_are_never_matched_by_registration(tmp_path):
+    """A flat disc on noise (the toy test images) has nothing to align: two such images are not
+    one photograph, however well their discs line up."""
+    yy, xx = np.mgrid[:48, :48]
+    rng = np.random.default_rng(3)
+    paths = []
+    for k in range(6):
+        image = np.zeros((48, 48, 3), np.uint8)
+        image[..., 0] = 120 + rng.integers(0, 30, (48, 48))
+        image[..., 1] = 50
+        image[(xx - 20 - k) ** 2 + (yy - 24) ** 2 <= 36] = (250, 220, 160)
+        paths.append(save(tmp_path / f"toy{k}.png", image))
+    assert fp.within_duplicates(paths, tmp_path / "cache") == []
+    flat = fp.registration_image(fp.read_gray(paths[0]))
+    assert fp.registered_score(flat, flat) == 1.0
