@@ -140,7 +140,8 @@ def registered_candidates(query, reference, cache, within=False):
 def test_real_second_shots_are_found_and_different_photographs_stay_clear(tmp_path, drions_root):
     """DRIONS-DB: two pairs of consecutive film frames show one eye, slightly moved; every other
     candidate pair (the nearest neighbours and all pairs the fingerprint finds close) registers
-    clearly above the decision value (measured: at least 0.46 over all 5886 pairs)."""
+    clearly above the decision value (measured: 0.64 over the 196 candidates; over all 5886
+    pairs, 8 second shots at 0.04-0.19, the 6 not found being no candidates, then 0.63)."""
     paths = fp.folder_images(drions_root)
     assert len(paths) == 109
     pairs = fp.within_duplicates(paths, tmp_path / "cache")
@@ -150,7 +151,7 @@ def test_real_second_shots_are_found_and_different_photographs_stay_clear(tmp_pa
     rows = registered_candidates(paths, paths, tmp_path / "cache", within=True)
     different = [row[3] for row in rows if row[:2] not in shots]
     assert len(different) > 100
-    assert min(different) > fp.REGISTERED_THRESHOLD + 0.15  # measured 0.46: margin 0.21
+    assert min(different) > fp.REGISTERED_THRESHOLD + 0.25  # measured 0.64: margin 0.39
 
 
 @pytest.fixture
