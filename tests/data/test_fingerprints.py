@@ -305,3 +305,12 @@ def test_images_without_detail_are_never_matched_by_registration(tmp_path):
     assert fp.within_duplicates(paths, tmp_path / "cache") == []
     flat = fp.registration_image(fp.read_gray(paths[0]))
     assert fp.registered_score(flat, flat) == 1.0
+
+
+def test_one_disc_on_a_flat_field_is_never_matched_by_registration(tmp_path):
+    """The toy photographs of the training tests (a flat red field of view, one bright disc):
+    their discs align, but one edge is not a photograph's detail."""
+    from conftest import make_fov_dataset
+
+    paths = fp.folder_images(make_fov_dataset(tmp_path / "fov", n_masked=12, n_centre_only=8))
+    assert fp.within_duplicates(paths, tmp_path / "cache") == []
