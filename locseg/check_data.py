@@ -2,10 +2,12 @@
 
 Exit 0 when every file is sound, 1 when not, naming every bad file and the fix.
 
-Near-duplicate photographs (the same photo re-encoded, resized or re-exposed, see
-:mod:`locseg.data.fingerprints`) are listed inside DIR and, with ``--against OTHER ...``,
-between DIR and each OTHER folder; ``--duplicates-csv OUT.csv`` writes them as
-``image,other_root,other_image,score``. They are information, not errors: the exit code stays 0.
+Near-duplicate photographs (the same photo re-encoded, resized or re-exposed, or a second shot
+of the same eye; see :mod:`locseg.data.fingerprints`) are listed inside DIR and, with
+``--against OTHER ...``, between DIR and each OTHER folder; ``--duplicates-csv OUT.csv`` writes
+them as ``image,other_root,other_image,score,registered`` (``score``: the fingerprint score that
+made the pair a candidate; ``registered``: the aligned comparison that decided). They are
+information, not errors: the exit code stays 0.
 """
 
 from __future__ import annotations
@@ -21,13 +23,15 @@ from rich.table import Table
 from locseg.data.dataset import DatasetError, check_dataset, describe, load_dataset
 from locseg.data.fingerprints import (
     DEFAULT_THRESHOLD,
+    REGISTERED_THRESHOLD,
+    DuplicatePair,
     find_duplicates,
     folder_images,
     within_duplicates,
 )
 from locseg.io import atomic_path
 
-CSV_COLUMNS = ("image", "other_root", "other_image", "score")
+CSV_COLUMNS = ("image", "other_root", "other_image", "score", "registered")
 SHOWN_PAIRS = 20  # the console lists this many pairs; the CSV holds all
 
 
@@ -62,6 +66,7 @@ def duplicate_rows(
     against: list[str | Path],
     threshold: float = DEFAULT_THRESHOLD,
     cache_dir: Path | None = None,
+    registered_threshold: float = REGISTERED_THRESHOLD,
 ) -> list[dict]:
     """Near-duplicate pairs inside ``root`` then between ``root`` and each ``against`` folder.
 
@@ -69,21 +74,23 @@ def duplicate_rows(
     """
     images = folder_images(Path(root))
     rows = [
-        _row(pair.query, root, pair.reference, pair.score)
-        for pair in within_duplicates(images, cache_dir, threshold)
+        _row(pair, root)
+        for pair in within_duplicates(images, cache_dir, threshold, registered_threshold)
     ]
     for other in against:
-        pairs = find_duplicates(images, folder_images(Path(other)), cache_dir, threshold)
-        rows += [_row(pair.query, other, pair.reference, pair.score) for pair in pairs]
+        others = folder_images(Path(other))
+        pairs = find_duplicates(images, others, cache_dir, threshold, registered_threshold)
+        rows += [_row(pair, other) for pair in pairs]
     return rows
 
 
-def _row(image: Path, other_root: str | Path, other_image: Path, score: float) -> dict:
+def _row(pair: DuplicatePair, other_root: str | Path) -> dict:
     return {
-        "image": image.stem,
+        "image": pair.query.stem,
         "other_root": str(other_root),
-        "other_image": other_image.stem,
-        "score": f"{score:.4f}",
+        "other_image": pair.reference.stem,
+        "score": f"{pair.score:.4f}",
+        "registered": f"{pair.registered:.4f}",
     }
 
 
@@ -101,16 +108,17 @@ def duplicates_report(
     threshold: float,
     csv_path: str | None,
     console: Console,
+    registered_threshold: float = REGISTERED_THRESHOLD,
 ) -> int:
     """Print (and write) the near-duplicate pairs; 1 only if a folder cannot be read."""
     try:
-        rows = duplicate_rows(root, against, threshold)
+        rows = duplicate_rows(root, against, threshold, None, registered_threshold)
     except DatasetError as error:
         console.print(f"[bold red]duplicate search failed:[/] {error}", soft_wrap=True)
         return 1
     folders = ", ".join([root, *against])
     if rows:
-        table = Table(title=f"Near-duplicate photographs (score <= {threshold})")
+        table = Table(title=f"Near-duplicate photographs (registered <= {registered_threshold})")
         for column in CSV_COLUMNS:
             table.add_column(column)
         for row in rows[:SHOWN_PAIRS]:
@@ -144,7 +152,16 @@ def main(argv: list[str] | None = None) -> int:
         type=float,
         default=DEFAULT_THRESHOLD,
         metavar="T",
-        help=f"fingerprint score up to which two photos are one (default {DEFAULT_THRESHOLD})",
+        help="fingerprint score up to which a pair is a candidate, checked by registration "
+        f"(nearest neighbours are candidates anyway; default {DEFAULT_THRESHOLD})",
+    )
+    parser.add_argument(
+        "--registered-threshold",
+        type=float,
+        default=REGISTERED_THRESHOLD,
+        metavar="R",
+        help="registered score (1 - correlation once aligned) up to which a candidate is the "
+        f"same photograph or eye (default {REGISTERED_THRESHOLD})",
     )
     parser.add_argument(
         "--no-duplicates", action="store_true", help="skip the near-duplicate search"
@@ -158,7 +175,12 @@ def main(argv: list[str] | None = None) -> int:
         console.print("Near-duplicate search skipped: fix the problems above first.")
         return code
     return duplicates_report(
-        args.root, args.against, args.duplicate_threshold, args.duplicates_csv, console
+        args.root,
+        args.against,
+        args.duplicate_threshold,
+        args.duplicates_csv,
+        console,
+        args.registered_threshold,
     )
 
 

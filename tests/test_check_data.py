@@ -7,6 +7,8 @@ from pathlib import Path
 
 import cv2
 import numpy as np
+import pytest
+from rich.console import Console
 
 from locseg import check_data
 from locseg.data.dataset import DatasetWriter
@@ -57,10 +59,11 @@ def test_duplicates_csv_lists_pairs_within_and_against(tmp_path, capsys):
     argv = [str(root), "--against", str(other), "--duplicates-csv", str(out)]
     assert check_data.main(argv) == 0  # duplicates are information, not an error
     columns, rows = read_csv(out)
-    assert columns == ["image", "other_root", "other_image", "score"]
+    assert columns == ["image", "other_root", "other_image", "score", "registered"]
     pairs = [(r["image"], r["other_root"], r["other_image"]) for r in rows]
     assert pairs == [("seg_1", str(root), "seg_9"), ("seg_2", str(other), "pool_a")]
     assert all(0.0 <= float(r["score"]) <= check_data.DEFAULT_THRESHOLD for r in rows)
+    assert all(0.0 <= float(r["registered"]) <= check_data.REGISTERED_THRESHOLD for r in rows)
     printed = capsys.readouterr().out
     assert "Dataset is sound" in printed and "2 near-duplicate pair(s)" in printed
 
@@ -82,7 +85,7 @@ def test_no_pairs_still_writes_the_header(tmp_path, capsys):
     root, _ = make_folders(tmp_path, inner_copy=False)
     out = tmp_path / "dups.csv"
     assert check_data.main([str(root), "--duplicates-csv", str(out)]) == 0
-    assert read_csv(out) == (["image", "other_root", "other_image", "score"], [])
+    assert read_csv(out) == (["image", "other_root", "other_image", "score", "registered"], [])
     assert "No near-duplicate photographs" in capsys.readouterr().out
 
 
@@ -102,3 +105,29 @@ def test_unreadable_other_folder_fails_naming_it(tmp_path, capsys):
     missing = tmp_path / "nowhere"
     assert check_data.main([str(root), "--against", str(missing)]) == 1
     assert f"{missing}: folder not found" in capsys.readouterr().out.replace("\n", "")
+
+
+def test_registered_threshold_option_decides(tmp_path, capsys):
+    """``--registered-threshold 0`` keeps only identical files: the re-encoded copies go."""
+    root, other = make_folders(tmp_path)
+    out = tmp_path / "dups.csv"
+    argv = [str(root), "--against", str(other), "--duplicates-csv", str(out)]
+    assert check_data.main([*argv, "--registered-threshold", "0"]) == 0
+    assert read_csv(out)[1] == []
+    assert "registered <= 0" not in capsys.readouterr().out  # no table when nothing is found
+
+
+def test_same_photograph_processed_differently_is_listed(tmp_path, capsys):
+    """idrid_c_0306 is IDRiD_39 processed differently: fingerprint 0.161, over the old 0.15."""
+    shared = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+    od, centres = shared / "idrid-od", shared / "idrid-centres"
+    if not (od.is_dir() and centres.is_dir()):
+        pytest.skip(f"{od} or {centres} not found (../shared is absent on this machine)")
+    folder = tmp_path / "one"
+    folder.mkdir()
+    (folder / "idrid_c_0306.jpg").symlink_to(centres / "images" / "idrid_c_0306.jpg")
+    out = tmp_path / "dups.csv"
+    assert check_data.duplicates_report(str(folder), [str(od)], 0.6, str(out), Console()) == 0
+    rows = read_csv(out)[1]
+    assert [(r["image"], r["other_image"]) for r in rows] == [("idrid_c_0306", "IDRiD_39")]
+    assert float(rows[0]["score"]) > 0.15 and float(rows[0]["registered"]) < 0.1

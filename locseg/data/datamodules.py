@@ -56,6 +56,23 @@ def seed_worker(worker_id: int) -> None:
         samples.reseed(torch.initial_seed() % 2**32)
 
 
+def pool_roots(root: Path, pool: list[str] | None) -> list[Path]:
+    """The ``data.pool`` folders; one that is ``data.root`` itself is refused.
+
+    Such a pool would hand the localizer every evaluated image (the guard drops them all as
+    copies, leaving nothing that is not already ``data.root``'s own centres).
+    """
+    roots = [Path(p).expanduser() for p in (pool or [])]
+    for folder in roots:
+        if folder.resolve() == Path(root).expanduser().resolve():
+            raise DatasetError(
+                f"data.pool={folder} is data.root itself: a pool must hold other photographs "
+                "than the evaluated ones. Remove it from data.pool (leave data.pool empty to "
+                "localize on data.root's own centres)."
+            )
+    return roots
+
+
 class FundusSamples(Dataset):
     """Rows of preprocessed sets as dicts of tensors, augmented on the fly when asked."""
 
@@ -121,7 +138,7 @@ class FundusDataModule(pl.LightningDataModule):
         self.augment_options = dict(augment or {})
         self.cache_dir = Path(cache_dir) if cache_dir else default_cache_dir()
         self.seed = seed
-        self.pool_roots = [Path(p).expanduser() for p in (pool or [])]
+        self.pool_roots = pool_roots(self.root, pool)
         self.dataset: FundusDataset | None = None
         self.data: PreprocessedSet | None = None
         self.selection: dict[str, list[str]] = {}
