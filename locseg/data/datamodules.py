@@ -289,6 +289,7 @@ class SegmentationDataModule(FundusDataModule):
             )
         entry = splits["folds"][self.fold]
         groups = {s.image_id: s.group_id for s in self.dataset.samples}
+        groups.update(splits.get("joined") or {})  # photographs of one eye: one patient
         train, val = budget_split(entry["order"], self.fraction, self.val_fraction, groups)
         return {"train": train, "val": val, "test": list(entry["test"])}
 

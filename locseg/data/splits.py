@@ -19,7 +19,8 @@ from pathlib import Path
 
 import numpy as np
 
-from locseg.data.dataset import DatasetError, FundusDataset
+from locseg.data.dataset import DatasetError, FundusDataset, Sample
+from locseg.data.fingerprints import DEFAULT_THRESHOLD, within_duplicates
 from locseg.io import write_json_atomic
 
 SPLITS_FILE = "splits_final.json"
@@ -143,10 +144,52 @@ def evaluation_pool(dataset: FundusDataset) -> list:
     return dataset.masked() or dataset.centred()
 
 
-def make_splits(dataset: FundusDataset, num_folds: int, val_fraction: float, seed: int) -> dict:
+# Up to this many pairs every pair of the evaluation pool is registered (DRIONS-DB's 109 photos:
+# 5886 pairs, about 10 s once per split request): the fingerprint that picks candidates is not
+# shift-tolerant, and 6 of DRIONS-DB's 8 consecutive film frames of one eye are no candidates.
+SAME_EYE_EXHAUSTIVE_PAIRS = 20_000
+GROUPING = "patients+same-eye"
+
+
+def same_eye_groups(samples: Sequence[Sample], cache_dir: Path | None = None) -> dict[str, str]:
+    """Each image's patient group, joined with every photograph of the same eye.
+
+    The duplicate guard's registration (copies, re-encodings, second shots of one eye) decides
+    which photographs are one eye; the ``group`` column alone would let two film frames of one eye
+    sit in a test fold and in its training images. A joined group is named by its smallest member
+    group, so the names are stable.
+    """
+    groups = {s.image_id: s.group_id for s in samples}
+    n = len(samples)
+    threshold = math.inf if n * (n - 1) // 2 <= SAME_EYE_EXHAUSTIVE_PAIRS else DEFAULT_THRESHOLD
+    by_path = {Path(s.image_path): s.image_id for s in samples}
+    parent = {g: g for g in groups.values()}
+
+    def root(g: str) -> str:
+        while parent[g] != g:
+            parent[g] = parent[parent[g]]
+            g = parent[g]
+        return g
+
+    for pair in within_duplicates(list(by_path), cache_dir, threshold=threshold):
+        a, b = root(groups[by_path[pair.query]]), root(groups[by_path[pair.reference]])
+        if a != b:
+            parent[max(a, b)] = min(a, b)
+    return {i: root(g) for i, g in groups.items()}
+
+
+def make_splits(
+    dataset: FundusDataset,
+    num_folds: int,
+    val_fraction: float,
+    seed: int,
+    cache_dir: Path | None = None,
+) -> dict:
     """Folds over the evaluation pool: test ids and the rest in a fixed, patient-grouped order.
 
-    A job's label budget is a prefix of ``order`` (see :func:`budget_split`).
+    Patients are the ``group`` column joined with the photographs of one eye found by content
+    (:func:`same_eye_groups`); ``joined`` records the images whose group that changed. A job's
+    label budget is a prefix of ``order`` (see :func:`budget_split`).
     """
     samples = evaluation_pool(dataset)
     if len(samples) < num_folds:
@@ -154,7 +197,8 @@ def make_splits(dataset: FundusDataset, num_folds: int, val_fraction: float, see
             f"{dataset.root}: {len(samples)} labelled image(s) cannot fill {num_folds} folds; "
             "add images or lower data.num_folds."
         )
-    groups = {s.image_id: s.group_id for s in samples}
+    groups = same_eye_groups(samples, cache_dir)
+    joined = {s.image_id: groups[s.image_id] for s in samples if groups[s.image_id] != s.group_id}
     ids = [s.image_id for s in samples]
     folds = grouped_folds(ids, [groups[i] for i in ids], num_folds, seed)
     entries = []
@@ -171,7 +215,14 @@ def make_splits(dataset: FundusDataset, num_folds: int, val_fraction: float, see
             for i in members[names[g]]
         ]
         entries.append({"test": test, "order": order})
-    return {"num_folds": num_folds, "val_fraction": val_fraction, "seed": seed, "folds": entries}
+    return {
+        "num_folds": num_folds,
+        "val_fraction": val_fraction,
+        "seed": seed,
+        "grouping": GROUPING,
+        "joined": joined,
+        "folds": entries,
+    }
 
 
 def _writable(folder: Path) -> bool:
@@ -224,7 +275,12 @@ def splits_digest(splits: dict) -> str:
 
 
 def load_or_make_splits(
-    dataset: FundusDataset, num_folds: int, val_fraction: float, seed: int, path: Path
+    dataset: FundusDataset,
+    num_folds: int,
+    val_fraction: float,
+    seed: int,
+    path: Path,
+    cache_dir: Path | None = None,
 ) -> dict:
     """Reuse the persisted splits of this request; make them once if absent.
 
@@ -235,6 +291,8 @@ def load_or_make_splits(
     current = pool_hash(dataset)
     if path.is_file():
         stored = json.loads(path.read_text())
+        if stored.get("pool_hash") == current and stored.get("grouping") != GROUPING:
+            stored = _check_same_eye(stored, dataset, path, cache_dir)  # an older file
         if stored.get("pool_hash") == current:
             return {**stored, **validation_rule(dataset)}  # files made before the rule
         raise DatasetError(
@@ -244,7 +302,7 @@ def load_or_make_splits(
             "this dataset; to keep the old folds, restore the dataset as it was."
         )
     splits = {
-        **make_splits(dataset, num_folds, val_fraction, seed),
+        **make_splits(dataset, num_folds, val_fraction, seed, cache_dir),
         "pool_hash": current,
         **validation_rule(dataset),
     }
@@ -252,12 +310,29 @@ def load_or_make_splits(
     return splits
 
 
+def _check_same_eye(
+    stored: dict, dataset: FundusDataset, path: Path, cache_dir: Path | None
+) -> dict:
+    """Folds made before same-eye grouping stand only if no two photographs of one eye exist."""
+    groups = same_eye_groups(evaluation_pool(dataset), cache_dir)
+    joined = {i: g for i, g in groups.items() if g != dataset.by_id()[i].group_id}
+    if joined:
+        raise DatasetError(
+            f"{path}: these folds were made before photographs of one eye were grouped, and "
+            f"{len(joined)} image(s) of {dataset.root} share an eye with another "
+            f"({', '.join(sorted(joined)[:4])}{' ...' if len(joined) > 4 else ''}), so a test fold "
+            f"may hold an eye its training images also show. Delete {path} and re-run every sweep "
+            "on this dataset."
+        )
+    return {**stored, "grouping": GROUPING, "joined": {}}
+
+
 def dataset_splits(
     dataset: FundusDataset, num_folds: int, val_fraction: float, seed: int, cache_dir: Path
 ) -> dict:
     """The persisted folds of ``dataset`` for this request (made once, then only read)."""
     path = splits_path(dataset, cache_dir, num_folds, val_fraction, seed)
-    return load_or_make_splits(dataset, num_folds, val_fraction, seed, path)
+    return load_or_make_splits(dataset, num_folds, val_fraction, seed, path, cache_dir)
 
 
 def check_fold(fold: int, num_folds: int) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -260,3 +261,50 @@ def test_grouped_pools_version_their_splits_identity(tmp_path):
     path.write_text(json.dumps(old_file))
     reloaded = dataset_splits(grouped, 5, 0.2, 7, tmp_path / "c")
     assert reloaded["folds"] == made["folds"] and splits_digest(reloaded) == splits_digest(made)
+
+
+def write_fundus_set(root: Path, n: int, copies: dict[int, int]) -> Path:
+    """``n`` procedural photographs with masks; ``copies[i] = j``: image i is a re-encoded,
+    brightened copy of image j (the same eye), with no ``group`` column to say so."""
+    from locseg.data.dataset import DatasetWriter
+    from locseg.data.synthetic import draw_fundus
+
+    drawn = [draw_fundus(np.random.default_rng([i, 3]), 128) for i in range(n)]
+    with DatasetWriter(root) as writer:
+        for i in range(n):
+            image, mask, centre = drawn[copies.get(i, i)][:3]
+            if i in copies:
+                image = np.clip(image.astype(int) + 20, 0, 255).astype(np.uint8)
+            writer.add(f"img_{i:02d}", image, mask, centre)
+    return root
+
+
+def test_photographs_of_one_eye_share_a_fold_without_a_group_column(tmp_path):
+    """Two film frames of one eye (DRIONS-DB has 8 such pairs) must not sit in a test fold and
+    in its training images: the duplicate guard's registration joins them into one patient."""
+    root = write_fundus_set(tmp_path / "set", 12, copies={5: 2, 9: 7})
+    dataset = load_dataset(root)
+    splits = make_splits(dataset, num_folds=4, val_fraction=0.2, seed=3, cache_dir=tmp_path / "c")
+    assert splits["joined"] == {"img_05": "img_02", "img_09": "img_07"}
+    for fold in splits["folds"]:
+        test = set(fold["test"])
+        for a, b in [("img_02", "img_05"), ("img_07", "img_09")]:
+            assert (a in test) == (b in test), f"{a} and {b} split across a test fold"
+
+
+def test_folds_made_before_same_eye_grouping_are_refused_when_an_eye_repeats(tmp_path):
+    root = write_fundus_set(tmp_path / "set", 10, copies={4: 1})
+    dataset = load_dataset(root)
+    path = tmp_path / "splits.json"
+    old = load_or_make_splits(dataset, 5, 0.2, 7, path, tmp_path / "c")
+    old.pop("grouping"), old.pop("joined")
+    path.write_text(json.dumps(old))
+    with pytest.raises(DatasetError, match="before photographs of one eye were grouped.*img_04"):
+        load_or_make_splits(dataset, 5, 0.2, 7, path, tmp_path / "c")
+    clean = write_fundus_set(tmp_path / "clean", 10, copies={})
+    path = tmp_path / "clean_splits.json"
+    old = load_or_make_splits(load_dataset(clean), 5, 0.2, 7, path, tmp_path / "c")
+    old.pop("grouping"), old.pop("joined")
+    path.write_text(json.dumps(old))
+    reused = load_or_make_splits(load_dataset(clean), 5, 0.2, 7, path, tmp_path / "c")
+    assert reused["folds"] == old["folds"], "no eye repeats: the older folds stand"
