@@ -7,7 +7,10 @@ convention, though they take time). Times steps per second, that is the achieved
 peak is measured in the same run, on the same threads: a dense fp32 matmul and a dense 3x3
 convolution at the real recipe's widest level (its bottleneck), each the best of a few calls.
 Every round measures all of them, in rotated order, so each fraction is the ratio of two
-measurements a second apart; the row shows its median and interval over the rounds.
+measurements a second apart; the row shows its median and interval over the rounds. The peak
+is a best-of and the step a median, so on a contended machine the fraction reads low: with
+other jobs holding the 2 cores (load 8.6), the same steps measured half the fraction they did
+minutes later (load 6.7), the peak kernels within 10%.
 
 Besides the two training defaults (demo and real recipe, NCHW, batch 8), the same step in
 channels_last, at batch 8 and 32: info rows, changes the training does not make (channels_last
