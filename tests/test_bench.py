@@ -20,6 +20,8 @@ import torch
 from torch.utils.data import DataLoader
 
 from locseg import bench
+from locseg.benchmark.core import DEMO
+from locseg.benchmark.efficiency import Variant, count_flops, step_row
 from locseg.benchmark.timing import timed
 from locseg.benchmark.training import training_row
 
@@ -79,6 +81,56 @@ def test_training_row_sets_the_ratio_beside_what_the_fixed_cost_predicts(
     assert f"is {fixed_ms:.2f} ms per step" in row.reason
     assert f"predicts {predicted:.3f}" in row.reason
     assert cause in row.reason
+
+
+@pytest.mark.parametrize("input_grad", [False, True])
+def test_flops_of_a_linear_step_follow_the_formula(input_grad):
+    """2 * batch * in * out for the forward; the backward twice that (input and weight
+    gradients), or once for a first layer, whose input needs no gradient."""
+    batch, n_in, n_out = 4, 5, 3
+    layer = torch.nn.Linear(n_in, n_out)
+    x = torch.rand(batch, n_in, requires_grad=input_grad)
+    flops = count_flops(lambda: layer(x).sum())
+    forward = 2 * batch * n_in * n_out  # the bias add is not counted
+    assert flops == {"forward": forward, "backward": (2 if input_grad else 1) * forward}
+    assert layer.weight.grad is not None  # the backward ran
+
+
+@pytest.mark.parametrize("input_grad", [False, True])
+def test_flops_of_a_conv_step_follow_the_formula(input_grad):
+    batch, c_in, c_out, side, k = 2, 3, 4, 6, 3
+    layer = torch.nn.Conv2d(c_in, c_out, k, padding=1, bias=False)
+    x = torch.rand(batch, c_in, side, side, requires_grad=input_grad)
+    flops = count_flops(lambda: layer(x).sum())
+    forward = 2 * batch * c_out * side * side * c_in * k * k
+    assert flops == {"forward": forward, "backward": (2 if input_grad else 1) * forward}
+
+    def forward_only() -> None:  # what the peak's kernels return: nothing to differentiate
+        layer(x)
+
+    assert count_flops(forward_only) == {"forward": forward, "backward": 0}
+
+
+def test_step_row_divides_achieved_by_the_better_kernel_round_by_round():
+    variant = Variant(DEMO, channels_last=True, default=False)
+    flops = {"forward": 10**9, "backward": 2 * 10**9}
+    kernels = {"matmul": [100.0, 50.0, 100.0], "conv": [200.0, 100.0, 150.0]}
+    peak = [200.0, 100.0, 150.0]
+    row = step_row(
+        variant,
+        flops,
+        [20.0, 10.0, 30.0],
+        [8.0, 4.0, 12.0],
+        kernels,
+        peak,
+        baseline=(8, [4.0, 2.0, 12.0]),
+    )
+    assert row.ratio == pytest.approx(0.1)  # median of 0.1, 0.1, 0.2
+    assert row.values["fraction_of_matmul"] == pytest.approx(0.2)
+    assert row.values["fraction_of_conv"] == pytest.approx(0.1)
+    assert row.values["gflop_per_step"] == pytest.approx(3.0)
+    assert row.values["speedup"] == pytest.approx(2.0)  # median of 2, 2, 1
+    assert "channels_last" in row.name and row.note.startswith("not the default")
 
 
 def test_threads_follow_an_explicit_request():
@@ -183,6 +235,15 @@ def test_quick_run_writes_every_section_with_positive_figures(tmp_path):
     for row in result["sections"]["training"]:  # the measured ratio beside the predicted one
         assert 0 < row["values"]["predicted_ratio"] <= 1, row
         assert "Lightning's fixed cost" in row["note"], row
+    efficiency = {r["name"]: r for r in result["sections"]["efficiency"]}
+    defaults = [r for r in efficiency.values() if r["name"].endswith("/ peak")]
+    defaults = [r for r in defaults if "speedup" not in r["values"]]  # not the info variants
+    assert [r["name"].split()[0] for r in defaults] == ["demo", "real"]
+    for row in defaults:  # a training step's GFLOP/s over the measured peak
+        assert 0 < row["ratio"] <= 1.5, row
+        assert row["values"]["achieved_gflop_s"] < 1.5 * row["values"]["peak_gflop_s"], row
+    assert sum(name.startswith("peak: ") for name in efficiency) == 2
+    assert "/ peak" in done.stdout and "GFLOP/s" in done.stdout
     assert result["meta"]["quick"] is True and result["meta"]["threads"] >= 1
     verdicts = done.stdout.count("PASS") + done.stdout.count("MISS")
     assert verdicts == len(targets), done.stdout

@@ -14,7 +14,10 @@ the absolute figures stand beside the ratios for context only. One module per se
 4. ``inference``: images/s of the U-Net: eager, eager with autograd, channels_last,
    ``torch.compile`` (and bf16 autocast on CUDA), at the demo and paper sizes;
 5. ``memory``: peak RSS of a short training run at both sizes, each in its own process so peaks
-   do not mix.
+   do not mix;
+6. ``efficiency``: a training step's GFLOP/s (FLOPs counted by ``FlopCounterMode``, times
+   steps/s) as a fraction of the peak measured in the same run (dense fp32 matmul and 3x3 conv),
+   for the demo and real-recipe U-Nets, beside channels_last and batch-32 variants (info).
 
 ``run`` wires them, ``render`` prints the table; ``timing`` holds the paired statistics.
 """

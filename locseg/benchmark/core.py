@@ -11,7 +11,7 @@ from rich.console import Console
 TRAIN_TARGET = 0.95
 LOADER_TARGET = 5.0
 PREPROCESS_TARGET = 20.0
-SECTIONS = ("training", "loader", "preprocessing", "inference", "memory")
+SECTIONS = ("training", "loader", "preprocessing", "inference", "memory", "efficiency")
 TARGET_KEY = {"localize": "center", "segment": "mask"}
 
 console = Console(stderr=True, highlight=False)
@@ -35,6 +35,9 @@ DEMO = Scale("demo", 64, 3, 8, 8)
 PAPER = Scale("paper", 256, 4, 32, 16)
 QUICK_DEMO = Scale("demo", 32, 3, 4, 4)
 QUICK_PAPER = Scale("paper", 64, 4, 8, 4)
+# The real recipe's segmenter (conf/experiment/real.yaml: 64 px crops, width 16); used by (6).
+REAL = Scale("real", 64, 3, 16, 8)
+QUICK_REAL = Scale("real", 32, 3, 8, 4)
 CPU_PAPER_BATCH = 4  # a 256 px step of batch 16 takes about a minute on 2 cores
 
 

@@ -21,6 +21,7 @@ from locseg.benchmark.core import (
     console,
 )
 from locseg.benchmark.data import bench_loader, bench_preprocessing
+from locseg.benchmark.efficiency import bench_efficiency
 from locseg.benchmark.inference import bench_inference
 from locseg.benchmark.memory import bench_memory
 from locseg.benchmark.render import meta, report
@@ -100,6 +101,8 @@ def run_all(settings: Settings) -> list[Row]:
         rows.extend(bench_inference(scale, settings))
     progress("(5) memory, demo and paper side by side")
     rows.extend(bench_memory((settings.demo, settings.paper), root, settings))
+    progress("(6) training FLOP/s against the measured peak")
+    rows.extend(bench_efficiency(settings))
     progress("done")
     return rows
 
