@@ -42,8 +42,6 @@ from omegaconf import DictConfig, OmegaConf
 import locseg  # noqa: F401  (sets the no-network environment defaults first)
 from locseg.data.dataset import DatasetError, FundusDataset, load_dataset
 from locseg.data.preprocess import PreprocessedSet, default_cache_dir, preprocess_dataset
-from locseg.data.roi import RoiError, box_around, check_centre_source
-from locseg.data.roi_datamodule import CropSet, build_crops, true_centres
 from locseg.data.splits import (
     check_fold,
     dataset_splits,
@@ -71,6 +69,8 @@ from locseg.io import write_json_atomic, write_text_atomic
 from locseg.models.encoder_io import EncoderCheckpointError, load_encoder_checkpoint
 from locseg.models.localizer import localization_errors
 from locseg.postprocess import PostProcess
+from locseg.roi.datamodule import CropSet, build_crops, true_centres
+from locseg.roi.geometry import RoiError, box_around, check_centre_source
 
 log = logging.getLogger("locseg.evaluate")
 

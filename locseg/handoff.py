@@ -21,8 +21,8 @@ from locseg.models.encoder_io import (
     save_encoder,
 )
 
-ROI_DATAMODULE = "locseg.data.roi_datamodule.RoiSegmentationDataModule"
-ROI_LOCALIZATION = "locseg.data.roi_localization.RoiLocalizationDataModule"
+ROI_DATAMODULE = "locseg.roi.datamodule.RoiSegmentationDataModule"
+ROI_LOCALIZATION = "locseg.roi.localization.RoiLocalizationDataModule"
 
 
 def hand_on_encoder(path: Path, model, datamodule, cfg: DictConfig) -> Path:

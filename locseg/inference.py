@@ -19,7 +19,7 @@ preprocessed, batched and mapped back to its own pixels the same way everywhere:
   default; :func:`choose_native_postprocess` decides them on validation images;
 - a segmenter trained on disc-centred crops (``data.roi``; its checkpoint carries the crop side)
   sees the crop around the centre the *localizer predicts*, and its probabilities are pasted back
-  into the photograph (:func:`locseg.data.roi.paste_back`), zero outside the crop: a missed
+  into the photograph (:func:`locseg.roi.geometry.paste_back`), zero outside the crop: a missed
   centre costs Dice. It cannot run without a localizer.
 """
 
@@ -44,15 +44,15 @@ from locseg.data.preprocess import (
     preprocess_dataset,
     preprocess_framed,
 )
-from locseg.data.roi import Box, box_around, crop_input, paste_back
-from locseg.data.roi_datamodule import CHECKPOINT_ENTRY, CropSet, RoiSegmentationDataModule
-from locseg.data.roi_localization import LOCALIZER_ENTRY
 from locseg.experiments.sweep import find_encoder
 from locseg.metrics_native import dice, mask_scores, summarise_scores
 from locseg.models.localizer import LocalizerModule
 from locseg.models.losses import binary_dice, binary_iou
 from locseg.models.segmenter import SegmenterModule
 from locseg.postprocess import PostProcess, choose_switches, hflip_tta
+from locseg.roi.datamodule import CHECKPOINT_ENTRY, CropSet, RoiSegmentationDataModule
+from locseg.roi.geometry import Box, box_around, crop_input, paste_back
+from locseg.roi.localization import LOCALIZER_ENTRY
 
 ROLES = {"localizer": LocalizerModule, "segmenter": SegmenterModule}
 

@@ -42,7 +42,6 @@ from rich.progress import Progress
 
 import locseg  # noqa: F401  (sets the no-network environment defaults first)
 from locseg.data.dataset import IMAGE_SUFFIXES, mask_centroid, write_image
-from locseg.data.roi import Box
 from locseg.inference import (
     InferenceError,
     Loaded,
@@ -61,6 +60,7 @@ from locseg.inference import (
 )
 from locseg.io import write_text_atomic
 from locseg.postprocess import PostProcess
+from locseg.roi.geometry import Box
 
 __all__ = ["PredictError", "load_input", "main", "native_mask", "parse_args", "predict"]
 

@@ -16,10 +16,10 @@ from pytorch_lightning.loggers import CSVLogger, WandbLogger
 import locseg.train  # noqa: F401  (registers the locseg_arm resolver)
 from locseg.data import datamodules
 from locseg.data.preprocess import PreprocessConfig
-from locseg.data.roi_datamodule import RoiSegmentationDataModule
 from locseg.handoff import roi_overrides
 from locseg.models.localizer import LocalizerModule
 from locseg.models.segmenter import SegmenterModule
+from locseg.roi.datamodule import RoiSegmentationDataModule
 from locseg.train import instantiate_all
 
 

@@ -15,8 +15,6 @@ from scipy import ndimage
 
 from locseg.data.dataset import DatasetWriter, load_dataset, read_image, read_mask
 from locseg.data.preprocess import PreprocessConfig, preprocess_dataset, preprocess_image
-from locseg.data.roi import box_around, crop_input, crop_mask, paste_back
-from locseg.data.roi_datamodule import RoiSegmentationDataModule, true_centres
 from locseg.inference import (
     InferenceError,
     load_model,
@@ -36,6 +34,8 @@ from locseg.metrics_native import (
 )
 from locseg.models.localizer import LocalizerModule
 from locseg.models.segmenter import SegmenterModule
+from locseg.roi.datamodule import RoiSegmentationDataModule, true_centres
+from locseg.roi.geometry import box_around, crop_input, crop_mask, paste_back
 
 
 def disc(shape: tuple[int, int], cx: float, cy: float, r: float) -> np.ndarray:

@@ -16,7 +16,6 @@ from test_train import compose_job
 
 from locseg.data.dataset import load_dataset, read_image, write_image
 from locseg.data.preprocess import PreprocessConfig, preprocess_dataset, preprocess_image
-from locseg.data.roi import box_around, crop_input, paste_back
 from locseg.models.encoder_io import EncoderCheckpointError
 from locseg.models.localizer import LocalizerModule
 from locseg.models.segmenter import SegmenterModule
@@ -28,6 +27,7 @@ from locseg.predict import (
     parse_args,
     predict,
 )
+from locseg.roi.geometry import box_around, crop_input, paste_back
 from locseg.train import run_job
 
 NATIVE = {"seg_000.png": (48, 48), "loc_000.png": (48, 48), "wide.png": (60, 40)}

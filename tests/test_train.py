@@ -388,10 +388,10 @@ def roi_jobs(tmp_path_factory, data_root) -> dict:
 def test_roi_job_scores_crops_around_the_localizer_centres(roi_jobs, data_root):
     """Native Dice of a roi=disc job: crop around the *predicted* centre, segment, paste back."""
     from locseg.data.dataset import load_dataset, read_image, read_mask
-    from locseg.data.roi import box_around, crop_input, paste_back
     from locseg.inference import forward, load_model, predict_centres, segment
     from locseg.metrics_native import dice
     from locseg.postprocess import PostProcess
+    from locseg.roi.geometry import box_around, crop_input, paste_back
 
     seg, localizer = roi_jobs["seg"], roi_jobs["localizer"]
     roi = seg["roi"]

@@ -11,7 +11,13 @@ from conftest import make_dataset
 
 from locseg.data.dataset import DatasetError, read_image, read_mask
 from locseg.data.preprocess import PreprocessConfig, preprocess_image
-from locseg.data.roi import (
+from locseg.metrics_native import dice
+from locseg.roi.datamodule import (
+    CHECKPOINT_ENTRY,
+    RoiSegmentationDataModule,
+    true_centres,
+)
+from locseg.roi.geometry import (
     Box,
     RoiError,
     RoiSpec,
@@ -22,12 +28,6 @@ from locseg.data.roi import (
     cut,
     paste_back,
 )
-from locseg.data.roi_datamodule import (
-    CHECKPOINT_ENTRY,
-    RoiSegmentationDataModule,
-    true_centres,
-)
-from locseg.metrics_native import dice
 
 
 def disc(shape: tuple[int, int], cx: float, cy: float, r: float) -> np.ndarray:
