@@ -9,7 +9,7 @@ for) or every labelled image (``data.split=all``).
 
 - segmenter: ``dice``/``iou`` at the network's input size (as training's test step) and
   ``dice_native``, ``iou_native``, ``hd95_native_px`` on the photograph's own pixels against the
-  original mask files (:mod:`locseg.metrics_native` defines the empty-prediction case), mapped
+  original mask files (:mod:`locseg.evaluation.metrics` defines the empty-prediction case), mapped
   back through each image's frame (``data.preprocess.crop_fov``); ``postprocess.largest``,
   ``postprocess.fill`` and ``postprocess.tta`` switch on the clean-ups and flip TTA;
 - a segmenter trained on disc-centred crops (``data.roi``) needs ``loc_ckpt=LOC.ckpt``: each
@@ -49,26 +49,17 @@ from locseg.data.splits import (
     excluded_ids_hash,
     splits_path,
 )
+from locseg.evaluation.native import segmentation_per_image
 from locseg.experiments.environment import environment
 from locseg.experiments.sweep import ENCODER_FILE
-from locseg.inference import (
-    InferenceError,
-    Model,
-    batches,
-    centre_to_native,
-    check_options,
-    forward,
-    load_model,
-    module_device,
-    predict_centres,
-    resolve_device,
-    rows_of,
-    segmentation_per_image,
-)
+from locseg.inference.batches import batches, forward, module_device, predict_centres, rows_of
+from locseg.inference.checkpoints import Model, load_model
+from locseg.inference.native import centre_to_native
+from locseg.inference.options import InferenceError, check_options, resolve_device
+from locseg.inference.postprocess import PostProcess
 from locseg.io import write_json_atomic, write_text_atomic
 from locseg.models.encoder_io import EncoderCheckpointError, load_encoder_checkpoint
 from locseg.models.localizer import localization_errors
-from locseg.postprocess import PostProcess
 from locseg.roi.datamodule import CropSet, build_crops, true_centres
 from locseg.roi.geometry import RoiError, box_around, check_centre_source
 
@@ -333,7 +324,7 @@ def evaluate_segmenter(
 
     With ``crops`` (a crop segmenter) input-size scores are on the crops and each row also holds
     ``centre_dist_px``, the crop centre's distance from the true centre. ``post``: flip TTA and
-    mask clean-ups (:class:`locseg.postprocess.PostProcess`), off by default.
+    mask clean-ups (:class:`locseg.inference.postprocess.PostProcess`), off by default.
     """
     per_image = segmentation_per_image(
         model.module, data, dataset, ids, batch_size, threshold, mask_threshold, crops, post

@@ -42,24 +42,19 @@ from rich.progress import Progress
 
 import locseg  # noqa: F401  (sets the no-network environment defaults first)
 from locseg.data.dataset import IMAGE_SUFFIXES, mask_centroid, write_image
-from locseg.inference import (
-    InferenceError,
+from locseg.inference.batches import (
     Loaded,
-    Model,
     batches,
-    check_options,
-    checkpoint_paths,
     load_batch,
     load_input,
-    load_models,
-    native_mask,
-    resolve_device,
     run_models,
-    to_native,
     whole_image_configs,
 )
+from locseg.inference.checkpoints import Model, checkpoint_paths, load_models
+from locseg.inference.native import native_mask, to_native
+from locseg.inference.options import InferenceError, check_options, resolve_device
+from locseg.inference.postprocess import PostProcess
 from locseg.io import write_text_atomic
-from locseg.postprocess import PostProcess
 from locseg.roi.geometry import Box
 
 __all__ = ["PredictError", "load_input", "main", "native_mask", "parse_args", "predict"]

@@ -25,6 +25,8 @@ from rich.syntax import Syntax
 from rich.tree import Tree
 
 import locseg  # sets the no-network environment defaults first
+from locseg.evaluation.postprocess import switch_options
+from locseg.evaluation.scoring import add_native_metrics, localizer_facts, stage_metrics
 from locseg.experiments.environment import environment
 from locseg.experiments.sweep import (
     ENCODER_FILE,
@@ -44,8 +46,6 @@ from locseg.handoff import (
     set_roi_test_centres,
 )
 from locseg.io import write_text_atomic
-from locseg.postprocess import switch_options
-from locseg.scoring import add_native_metrics, localizer_facts, stage_metrics
 
 log = logging.getLogger("locseg.train")
 locseg.quiet_known_noise()

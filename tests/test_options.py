@@ -15,8 +15,9 @@ from pathlib import Path
 import pytest
 from hydra.core.override_parser.overrides_parser import OverridesParser
 
+from locseg.evaluation.postprocess import switch_options
+from locseg.inference.postprocess import PostProcess
 from locseg.options import switch, word
-from locseg.postprocess import PostProcess, switch_options
 from locseg.roi.geometry import RoiError, check_centre_source
 
 REPO = Path(__file__).resolve().parents[1]

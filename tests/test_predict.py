@@ -279,8 +279,9 @@ def test_postprocessing_switches_apply_to_the_written_masks(trained, photos, tmp
     ``tta`` averages the probabilities with the mirrored image's."""
     from scipy import ndimage
 
-    from locseg.inference import load_model, segment
-    from locseg.postprocess import PostProcess
+    from locseg.inference.batches import segment
+    from locseg.inference.checkpoints import load_model
+    from locseg.inference.postprocess import PostProcess
 
     # tta with the trained network: the flip-averaged probabilities, thresholded at native size.
     written = _predict_wide(trained, photos, tmp_path / "tta", tta=True)

@@ -445,7 +445,7 @@ class RoiSegmentationDataModule(SegmentationDataModule):
             raise DatasetError(
                 f"{self.root}: data.roi.test_centres=predicted but no centres were given; call "
                 "set_test_centres({id: (x, y)}) with the localizer's predictions before testing "
-                "(locseg.inference.predict_centres makes them), or set roi.test_centres=true "
+                "(locseg.roi.centres.roi_test_centres makes them), or set roi.test_centres=true "
                 "for the oracle bound"
             )
         return self.test_centres

@@ -11,7 +11,7 @@ from conftest import make_dataset
 
 from locseg.data.dataset import DatasetError, read_image, read_mask
 from locseg.data.preprocess import PreprocessConfig, preprocess_image
-from locseg.metrics_native import dice
+from locseg.evaluation.metrics import dice
 from locseg.roi.datamodule import (
     CHECKPOINT_ENTRY,
     RoiSegmentationDataModule,
@@ -239,7 +239,8 @@ def test_evaluate_and_predict_crop_what_training_shows_at_the_same_centre(roi_mo
     """``locseg.evaluate`` (build_crops around the centres) and ``locseg.predict`` (crop_input
     around the localizer's centre) feed the segmenter the pixels of the training window there."""
     from locseg.evaluate import roi_crops
-    from locseg.inference import Model, load_input, run_models
+    from locseg.inference.batches import load_input, run_models
+    from locseg.inference.checkpoints import Model
 
     ids = roi_module.selection["train"]
     samples = roi_module.samples("train", None, train=True)

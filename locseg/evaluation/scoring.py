@@ -11,8 +11,9 @@ from pathlib import Path
 import pytorch_lightning as pl
 from omegaconf import DictConfig
 
-from locseg.inference import choose_native_postprocess, native_metrics_by_post
-from locseg.postprocess import PostProcess, switch_options
+from locseg.evaluation.native import choose_native_postprocess, native_metrics_by_post
+from locseg.evaluation.postprocess import switch_options
+from locseg.inference.postprocess import PostProcess
 
 
 def stage_metrics(results: list[dict], stage: str) -> dict[str, float]:

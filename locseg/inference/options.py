@@ -1,0 +1,27 @@
+"""What every inference command shares: the error type, the device and the run options."""
+
+from __future__ import annotations
+
+import torch
+
+
+class InferenceError(ValueError):
+    """Bad checkpoints or options; the message names the file or value and the fix."""
+
+
+def resolve_device(name: str) -> torch.device:
+    """``auto`` picks CUDA when there is one; asking for CUDA without one is an error."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name != "cpu" and not name.startswith("cuda"):
+        raise InferenceError(f"device={name!r} is not one of auto, cpu, cuda (or cuda:N)")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise InferenceError(f"device={name} but CUDA is not available here; use device=cpu")
+    return torch.device(name)
+
+
+def check_options(batch_size: int, threshold: float) -> None:
+    if batch_size < 1:
+        raise InferenceError(f"batch_size={batch_size} must be at least 1")
+    if not 0.0 <= threshold <= 1.0:
+        raise InferenceError(f"threshold={threshold} must lie in [0, 1] (it cuts a probability)")
