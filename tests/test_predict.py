@@ -16,17 +16,12 @@ from test_train import compose_job
 
 from locseg.data.dataset import load_dataset, read_image, write_image
 from locseg.data.preprocess import PreprocessConfig, preprocess_dataset, preprocess_image
+from locseg.inference.batches import load_input
+from locseg.inference.native import native_mask
 from locseg.models.encoder_io import EncoderCheckpointError
 from locseg.models.localizer import LocalizerModule
 from locseg.models.segmenter import SegmenterModule
-from locseg.predict import (
-    PredictError,
-    load_input,
-    main,
-    native_mask,
-    parse_args,
-    predict,
-)
+from locseg.predict import PredictError, main, parse_args, predict
 from locseg.roi.geometry import box_around, crop_input, paste_back
 from locseg.train import run_job
 

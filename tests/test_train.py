@@ -143,9 +143,9 @@ def test_missing_encoder_names_the_fix(tmp_path, data_root):
 
 def test_finished_job_is_skipped(tmp_path, data_root, monkeypatch):
     first = run("segment", tmp_path / "S", data_root, "+trainer.fast_dev_run=true")
-    import locseg.train
+    import locseg.training.job
 
-    monkeypatch.setattr(locseg.train, "train", lambda *a: pytest.fail("should have skipped"))
+    monkeypatch.setattr(locseg.training.job, "train", lambda *a: pytest.fail("should have skipped"))
     again = run_job(compose_job("segment", tmp_path / "S", data_root, "+trainer.fast_dev_run=true"))
     assert again["config_hash"] == first["config_hash"]
 

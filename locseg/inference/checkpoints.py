@@ -165,3 +165,14 @@ def check_roi_pair(models: Mapping[str, Model]) -> None:
             f"{segmenter.roi_side} native px), so it needs a localizer to place them: pass "
             "ckpt=[LOCALIZER.ckpt,SEGMENTER.ckpt] (the localize run's checkpoints/best.ckpt)"
         )
+
+
+def load_localizer(loc_ckpt: str | Path | None, device: torch.device) -> Model | None:
+    if not loc_ckpt:
+        return None
+    model = load_model(Path(loc_ckpt).expanduser(), device)
+    if model.role != "localizer":
+        raise InferenceError(
+            f"loc_ckpt={loc_ckpt} is a {model.role}'s checkpoint, not a localizer's"
+        )
+    return model

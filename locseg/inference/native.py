@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -96,3 +96,8 @@ def to_native(
     if prob is not None:
         mask = native_mask(prob, size_wh, threshold, box, frames["segmenter"], post)
     return NativeOutput(center, mask, box)
+
+
+def native_centres(uv: np.ndarray, frames: Sequence, sizes: np.ndarray) -> list[np.ndarray]:
+    """(B, 2) normalised centres, each in its frame -> native (x, y) px."""
+    return [centre_to_native(p, f, s) for p, f, s in zip(uv, frames, sizes, strict=True)]

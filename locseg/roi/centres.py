@@ -6,19 +6,24 @@ every reported result crops around the centre a whole-photograph localizer predi
 
 from __future__ import annotations
 
+import math
+from collections.abc import Sequence
 from pathlib import Path
 
-from locseg.data.preprocess import preprocess_dataset
+from locseg.data.dataset import FundusDataset
+from locseg.data.preprocess import PreprocessedSet, preprocess_dataset
 from locseg.experiments.sweep import find_encoder
 from locseg.inference.batches import predict_centres
 from locseg.inference.checkpoints import (
     WHOLE_LOCALIZER,
+    Model,
     load_model,
     read_checkpoint,
     refuse_crop_localizer,
 )
 from locseg.inference.options import InferenceError, resolve_device
-from locseg.roi.datamodule import RoiSegmentationDataModule
+from locseg.roi.datamodule import CropSet, RoiSegmentationDataModule, build_crops, true_centres
+from locseg.roi.geometry import box_around
 
 
 def roi_localizer_path(
@@ -77,3 +82,37 @@ def roi_test_centres(
     )
     ids = datamodule.selection["test"]
     return predict_centres(model.module, data, ids, datamodule.batch_size)
+
+
+def roi_crops(
+    model: Model,
+    localizer: Model | None,
+    dataset: FundusDataset,
+    data: PreprocessedSet,
+    ids: Sequence[str],
+    centres_from: str,
+    cache_dir: Path,
+    mask_threshold: int | None,
+    batch_size: int,
+) -> tuple[CropSet, dict[str, float]]:
+    """A crop segmenter's inputs: crops around the localizer's (or the true) centres.
+
+    Returns the crops and, per image, the distance in native px from the crop's centre to the
+    true centre (0 for ``centres_from=true``).
+    """
+    truth = true_centres(data, ids)
+    if centres_from == "true":
+        centres = truth
+    else:
+        if localizer is None:
+            raise InferenceError(
+                f"{model.path}: this segmenter was trained on disc-centred crops (data.roi, "
+                f"{model.roi_side} native px); give the localizer that places them: "
+                "loc_ckpt=LOCALIZE_RUN/checkpoints/best.ckpt (or roi_centres=true for the "
+                "oracle bound)"
+            )
+        loc_data = preprocess_dataset(dataset, localizer.preprocess, cache_dir, mask_threshold)
+        centres = predict_centres(localizer.module, loc_data, ids, batch_size)
+    boxes = {i: box_around(centres[i], model.roi_side) for i in ids}
+    crops = build_crops(dataset, data, ids, boxes, model.preprocess, cache_dir, mask_threshold)
+    return crops, {i: math.dist(centres[i], truth[i]) for i in ids}

@@ -238,9 +238,9 @@ def test_every_training_window_is_the_preprocessing_of_its_own_box(roi_module):
 def test_evaluate_and_predict_crop_what_training_shows_at_the_same_centre(roi_module, tmp_path):
     """``locseg.evaluate`` (build_crops around the centres) and ``locseg.predict`` (crop_input
     around the localizer's centre) feed the segmenter the pixels of the training window there."""
-    from locseg.evaluate import roi_crops
     from locseg.inference.batches import load_input, run_models
     from locseg.inference.checkpoints import Model
+    from locseg.roi.centres import roi_crops
 
     ids = roi_module.selection["train"]
     samples = roi_module.samples("train", None, train=True)
