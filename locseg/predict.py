@@ -34,8 +34,8 @@ from omegaconf.errors import ConfigKeyError, OmegaConfBaseException
 from rich.console import Console
 
 import locseg  # noqa: F401  (sets the no-network environment defaults first)
-from locseg.inference.options import InferenceError
-from locseg.inference.outputs import predict
+from locseg.inference.options import InferenceError, InferenceOptions
+from locseg.inference.outputs import predict, predict_with
 from locseg.inference.postprocess import PostProcess
 
 __all__ = ["PredictError", "main", "parse_args", "predict"]
@@ -57,6 +57,11 @@ class PredictConfig:
     largest: bool = False
     fill: bool = False
     tta: bool = False
+
+    def options(self) -> InferenceOptions:
+        """The options shared with ``locseg.evaluate``, checked."""
+        post = PostProcess(self.largest, self.fill, self.tta)
+        return InferenceOptions(self.batch_size, self.device, self.threshold, post)
 
 
 def parse_args(argv: Sequence[str]) -> PredictConfig:
@@ -95,9 +100,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
     try:
         cfg = parse_args(argv)
-        post = PostProcess(cfg.largest, cfg.fill, cfg.tta)
-        options = (cfg.batch_size, cfg.device, cfg.threshold, console, post)
-        summary = predict(cfg.ckpt, cfg.input, cfg.output, *options)
+        summary = predict_with(cfg.ckpt, cfg.input, cfg.output, cfg.options(), console)
     except PredictError as error:
         console.print(f"[bold red]error:[/] {error}", highlight=False, soft_wrap=True)
         return 1

@@ -32,7 +32,7 @@ from locseg.experiments.environment import environment
 from locseg.inference.batches import batches, forward, module_device, rows_of
 from locseg.inference.checkpoints import Model, load_localizer, load_model
 from locseg.inference.native import native_centres
-from locseg.inference.options import check_options, resolve_device
+from locseg.inference.options import InferenceOptions
 from locseg.inference.postprocess import PostProcess
 from locseg.io import write_json_atomic, write_text_atomic
 from locseg.models.localizer import localization_errors
@@ -58,21 +58,27 @@ def evaluate_segmenter(
     data: PreprocessedSet,
     dataset: FundusDataset,
     ids: Sequence[str],
-    batch_size: int,
-    threshold: float,
+    options: InferenceOptions,
     mask_threshold: int | None,
     crops: CropSet | None = None,
     centre_errors: Mapping[str, float] | None = None,
-    post: PostProcess | None = None,
 ) -> tuple[dict, dict[str, dict[str, float]]]:
     """Means and per-image rows: input-size Dice/IoU (as training) and native Dice/IoU/HD95.
 
     With ``crops`` (a crop segmenter) input-size scores are on the crops and each row also holds
-    ``centre_dist_px``, the crop centre's distance from the true centre. ``post``: flip TTA and
-    mask clean-ups (:class:`locseg.inference.postprocess.PostProcess`), off by default.
+    ``centre_dist_px``, the crop centre's distance from the true centre. ``options.post``: flip
+    TTA and mask clean-ups (:class:`locseg.inference.postprocess.PostProcess`), off by default.
     """
     per_image = segmentation_per_image(
-        model.module, data, dataset, ids, batch_size, threshold, mask_threshold, crops, post
+        model.module,
+        data,
+        dataset,
+        ids,
+        options.batch_size,
+        options.threshold,
+        mask_threshold,
+        crops,
+        post=options.post,
     )
     rows = {
         image_id: {
@@ -165,14 +171,13 @@ def evaluate(
     :class:`DatasetError` (data folder, fold), each naming the file or value and the fix.
     """
     start = time.perf_counter()
-    check_options(batch_size, threshold)
+    how = InferenceOptions(batch_size, device, threshold)
     ckpt, output = Path(ckpt).expanduser(), Path(output).expanduser()
     roi_centres = check_centre_source(roi_centres, "roi_centres")
-    post = postprocess if isinstance(postprocess, PostProcess) else None
-    post = post or PostProcess.from_options(postprocess)
-    model = load_model(ckpt, resolve_device(device))
+    how = how.with_post(postprocess)
+    model = load_model(ckpt, how.target())
     uses_roi = model.role == "segmenter" and model.roi is not None
-    localizer = load_localizer(loc_ckpt, resolve_device(device)) if uses_roi else None
+    localizer = load_localizer(loc_ckpt, how.target()) if uses_roi else None
     dataset = load_dataset(root, mask_threshold)
     cache_dir = Path(cache_dir).expanduser() if cache_dir else default_cache_dir()
     scope = TrainingScope.of(ckpt, model.role)
@@ -186,7 +191,15 @@ def evaluate(
     crops, centre_errors, warnings = None, None, []
     if uses_roi:
         crops, centre_errors = roi_crops(
-            model, localizer, dataset, data, ids, roi_centres, cache_dir, mask_threshold, batch_size
+            model,
+            localizer,
+            dataset,
+            data,
+            ids,
+            roi_centres,
+            cache_dir,
+            mask_threshold,
+            how.batch_size,
         )
         if localizer is not None and roi_centres == "predicted":
             loc_scope = TrainingScope.of(localizer.path, "localizer")
@@ -199,20 +212,11 @@ def evaluate(
             ]
     if model.role == "segmenter":
         means, rows = evaluate_segmenter(
-            model,
-            data,
-            dataset,
-            ids,
-            batch_size,
-            threshold,
-            mask_threshold,
-            crops,
-            centre_errors,
-            post,
+            model, data, dataset, ids, how, mask_threshold, crops, centre_errors
         )
         columns = SEGMENT_COLUMNS if crops is None else (*SEGMENT_COLUMNS, "centre_dist_px")
     else:
-        means, rows = evaluate_localizer(model, data, ids, batch_size)
+        means, rows = evaluate_localizer(model, data, ids, how.batch_size)
         columns = ("pred_x", "pred_y", "true_x", "true_y", *LOCALIZE_COLUMNS)
     sizes = {i: data.native_sizes[r] for i, r in zip(ids, rows_of(data, ids), strict=True)}
     write_per_image(output / "per_image.csv", rows, sizes, columns)
@@ -226,8 +230,8 @@ def evaluate(
         "split_options": options if split == "test" else None,
         "splits_file": str(splits_file) if splits_file else None,
         "n_images": len(ids),
-        "threshold": threshold if model.role == "segmenter" else None,
-        "postprocess": post.as_dict() if model.role == "segmenter" else None,
+        "threshold": how.threshold if model.role == "segmenter" else None,
+        "postprocess": how.post.as_dict() if model.role == "segmenter" else None,
         "preprocess": model.preprocess.as_dict(),
         "device": str(module_device(model.module)),
         "environment": environment(module_device(model.module)),

@@ -9,6 +9,8 @@ validation images (:func:`choose_native_postprocess`).
 from __future__ import annotations
 
 from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import torch
@@ -22,7 +24,6 @@ from locseg.inference.native import native_probability, native_size
 from locseg.inference.options import InferenceError, check_options
 from locseg.inference.postprocess import PostProcess
 from locseg.models.losses import binary_dice, binary_iou
-from locseg.models.segmenter import SegmenterModule
 from locseg.roi.datamodule import CropSet
 
 
@@ -47,138 +48,125 @@ def crop_rows(crops: CropSet, ids: Sequence[str]) -> list[int]:
     return [index_of[i] for i in ids]
 
 
-def native_predictions(
-    model: torch.nn.Module,
-    data: PreprocessedSet,
-    dataset: FundusDataset,
-    ids: Sequence[str],
-    batch_size: int = 16,
-    threshold: float = 0.5,
-    mask_threshold: int | None = None,
-    crops: CropSet | None = None,
-    tta: bool = False,
-) -> Iterator[tuple[str, np.ndarray, np.ndarray, float, float]]:
-    """Per image of ``ids``: (id, native probabilities (H, W), true mask, input Dice, input IoU).
+@dataclass
+class LabelledSet:
+    """A segmenter and the labelled images it is scored on: what every function here takes.
 
-    The network sees the cached input (whole-photograph frame) or, with ``crops``, the image's
-    crop; its probabilities go back through the frame or the crop's box
-    (:func:`native_probability`). Input-size Dice/IoU compare them with the cached (or crop)
-    mask at ``threshold``, as training's test step does. ``model`` is put in eval mode and
-    restored afterwards.
+    ``data`` is the cache preprocessed as the model was trained; ``ids`` the images to score
+    (each needs a mask file). With ``crops`` (a segmenter trained on ``data.roi``) the network
+    sees each image's crop instead of its cached input. ``threshold`` cuts the probabilities;
+    ``mask_threshold`` reads mask files that are not strictly binary.
     """
-    check_options(batch_size, threshold)
-    samples, rows = masked_samples(dataset, ids), rows_of(data, ids)
-    if crops is None:
-        inputs, masks, slots = data.images, data.masks, rows
-    else:
-        inputs, masks, slots = crops.images, crops.masks, crop_rows(crops, ids)
-    device, was_training = module_device(model), model.training
-    model.eval()
-    try:
-        for chunk in batches(list(zip(samples, rows, slots, strict=True)), batch_size):
-            stack = np.stack([inputs[slot] for _, _, slot in chunk])
-            probs = segment(model, stack, device, tta)
-            cached = torch.from_numpy(np.stack([masks[slot] for _, _, slot in chunk]))
-            prob_t = torch.from_numpy(probs)
-            dice_in = binary_dice(prob_t, cached, threshold).tolist()
-            iou_in = binary_iou(prob_t, cached, threshold).tolist()
-            for k, (sample, row, slot) in enumerate(chunk):
-                width, height = native_size(data, row)
-                truth = read_mask(sample.mask_path, (height, width), mask_threshold)
-                box = None if crops is None else crops.box(slot)
-                native = native_probability(probs[k], (width, height), box, data.frame(row))
-                yield sample.image_id, native, truth, dice_in[k], iou_in[k]
-    finally:
-        model.train(was_training)
+
+    model: torch.nn.Module
+    data: PreprocessedSet
+    dataset: FundusDataset
+    ids: Sequence[str]
+    batch_size: int = 16
+    threshold: float = 0.5
+    mask_threshold: int | None = None
+    crops: CropSet | None = None
+
+    def predictions(
+        self, tta: bool = False
+    ) -> Iterator[tuple[str, np.ndarray, np.ndarray, float, float]]:
+        """Per image: (id, native probabilities (H, W), true mask, input Dice, input IoU).
+
+        The network sees the cached input (whole-photograph frame) or, with ``crops``, the
+        image's crop; its probabilities go back through the frame or the crop's box
+        (:func:`native_probability`). Input-size Dice/IoU compare them with the cached (or crop)
+        mask at ``threshold``, as training's test step does. ``model`` is put in eval mode and
+        restored afterwards.
+        """
+        model, data, crops, threshold = self.model, self.data, self.crops, self.threshold
+        check_options(self.batch_size, threshold)
+        samples, rows = masked_samples(self.dataset, self.ids), rows_of(data, self.ids)
+        if crops is None:
+            inputs, masks, slots = data.images, data.masks, rows
+        else:
+            inputs, masks, slots = crops.images, crops.masks, crop_rows(crops, self.ids)
+        device, was_training = module_device(model), model.training
+        model.eval()
+        try:
+            for chunk in batches(list(zip(samples, rows, slots, strict=True)), self.batch_size):
+                stack = np.stack([inputs[slot] for _, _, slot in chunk])
+                probs = segment(model, stack, device, tta)
+                cached = torch.from_numpy(np.stack([masks[slot] for _, _, slot in chunk]))
+                prob_t = torch.from_numpy(probs)
+                dice_in = binary_dice(prob_t, cached, threshold).tolist()
+                iou_in = binary_iou(prob_t, cached, threshold).tolist()
+                for k, (sample, row, slot) in enumerate(chunk):
+                    width, height = native_size(data, row)
+                    truth = read_mask(sample.mask_path, (height, width), self.mask_threshold)
+                    box = None if crops is None else crops.box(slot)
+                    native = native_probability(probs[k], (width, height), box, data.frame(row))
+                    yield sample.image_id, native, truth, dice_in[k], iou_in[k]
+        finally:
+            model.train(was_training)
+
+    def scores(
+        self, posts: Sequence[PostProcess]
+    ) -> dict[PostProcess, dict[str, dict[str, float]]]:
+        """Per switch set of ``posts`` and per image: native ``dice``, ``iou``, ``hd95_px`` and
+        input-size ``dice_input``/``iou_input``.
+
+        Native scores compare the probabilities, mapped back as
+        :func:`~locseg.inference.native.native_mask` does (through the image's frame,
+        ``data.frame(row)``), with the original mask file; input-size scores compare them with
+        the cached mask, as training's test step does. With ``crops`` the
+        input-size scores use the crop's mask, and the probabilities are pasted back into the
+        photograph from the crop's box. A switch set's flip TTA changes the probabilities (both
+        scores); its clean-ups change the native mask. One forward pass per TTA setting serves
+        every switch set that shares it.
+        """
+        results: dict[PostProcess, dict[str, dict[str, float]]] = {post: {} for post in posts}
+        for tta in sorted({post.tta for post in posts}):
+            sharing = [post for post in results if post.tta == tta]
+            for image_id, native, truth, dice_in, iou_in in self.predictions(tta):
+                mask = native > self.threshold
+                for post in sharing:
+                    scores = mask_scores(post.apply(mask), truth)
+                    results[post][image_id] = {
+                        **scores,
+                        "dice_input": dice_in,
+                        "iou_input": iou_in,
+                    }
+        return results
+
+    def postprocess_table(self) -> dict[str, dict[PostProcess, float]]:
+        """Native Dice of every image under all eight combinations of the three switches."""
+        table: dict[str, dict[PostProcess, float]] = {}
+        for tta in (False, True):
+            for image_id, native, truth, _, _ in self.predictions(tta):
+                mask = native > self.threshold
+                for largest in (False, True):
+                    for fill in (False, True):
+                        post = PostProcess(largest, fill, tta)
+                        table.setdefault(image_id, {})[post] = dice(post.apply(mask), truth)
+        return table
+
+    def metrics_by_post(self, posts: Sequence[PostProcess]) -> dict[PostProcess, dict]:
+        """:func:`native_segmentation_metrics` for several switch sets from shared passes."""
+        native = ("dice", "iou", "hd95_px")
+        return {
+            post: summarise_scores({i: {k: s[k] for k in native} for i, s in per_image.items()})
+            for post, per_image in self.scores(posts).items()
+        }
 
 
-def segmentation_scores(
-    model: torch.nn.Module,
-    data: PreprocessedSet,
-    dataset: FundusDataset,
-    ids: Sequence[str],
-    posts: Sequence[PostProcess],
-    batch_size: int = 16,
-    threshold: float = 0.5,
-    mask_threshold: int | None = None,
-    crops: CropSet | None = None,
-) -> dict[PostProcess, dict[str, dict[str, float]]]:
-    """Per switch set of ``posts`` and per image: native ``dice``, ``iou``, ``hd95_px`` and
-    input-size ``dice_input``/``iou_input``.
-
-    Native scores compare the probabilities, mapped back as :func:`native_mask` does (through the
-    image's frame, ``data.frame(row)``), with the original mask file; input-size scores compare
-    them with the cached mask, as training's test step does. With ``crops`` (a segmenter trained
-    on ``data.roi``) the network sees each image's crop, input-size scores use the crop's mask,
-    and the probabilities are pasted back into the photograph from the crop's box. A switch set's
-    flip TTA changes the probabilities (both scores); its clean-ups change the native mask. One
-    forward pass per TTA setting serves every switch set that shares it.
-    """
-    results: dict[PostProcess, dict[str, dict[str, float]]] = {post: {} for post in posts}
-    for tta in sorted({post.tta for post in posts}):
-        sharing = [post for post in results if post.tta == tta]
-        for image_id, native, truth, dice_in, iou_in in native_predictions(
-            model, data, dataset, ids, batch_size, threshold, mask_threshold, crops, tta
-        ):
-            mask = native > threshold
-            for post in sharing:
-                scores = mask_scores(post.apply(mask), truth)
-                results[post][image_id] = {**scores, "dice_input": dice_in, "iou_input": iou_in}
-    return results
+# The functions below take LabelledSet's fields, positionally or by name, then their own option.
 
 
 def segmentation_per_image(
-    model: torch.nn.Module,
-    data: PreprocessedSet,
-    dataset: FundusDataset,
-    ids: Sequence[str],
-    batch_size: int = 16,
-    threshold: float = 0.5,
-    mask_threshold: int | None = None,
-    crops: CropSet | None = None,
-    post: PostProcess | None = None,
+    *labelled: Any, post: PostProcess | None = None, **fields: Any
 ) -> dict[str, dict[str, float]]:
-    """:func:`segmentation_scores` of one switch set (none by default)."""
+    """:meth:`LabelledSet.scores` of one switch set (none by default)."""
     post = post or PostProcess()
-    return segmentation_scores(
-        model, data, dataset, ids, [post], batch_size, threshold, mask_threshold, crops
-    )[post]
-
-
-def postprocess_table(
-    model: torch.nn.Module,
-    data: PreprocessedSet,
-    dataset: FundusDataset,
-    ids: Sequence[str],
-    batch_size: int = 16,
-    threshold: float = 0.5,
-    mask_threshold: int | None = None,
-    crops: CropSet | None = None,
-) -> dict[str, dict[PostProcess, float]]:
-    """Native Dice of every image under all eight combinations of the three switches."""
-    table: dict[str, dict[PostProcess, float]] = {}
-    for tta in (False, True):
-        for image_id, native, truth, _, _ in native_predictions(
-            model, data, dataset, ids, batch_size, threshold, mask_threshold, crops, tta
-        ):
-            mask = native > threshold
-            for largest in (False, True):
-                for fill in (False, True):
-                    post = PostProcess(largest, fill, tta)
-                    table.setdefault(image_id, {})[post] = dice(post.apply(mask), truth)
-    return table
+    return LabelledSet(*labelled, **fields).scores([post])[post]
 
 
 def choose_native_postprocess(
-    model: torch.nn.Module,
-    data: PreprocessedSet,
-    dataset: FundusDataset,
-    ids: Sequence[str],
-    batch_size: int = 16,
-    threshold: float = 0.5,
-    mask_threshold: int | None = None,
-    crops: CropSet | None = None,
-    fixed: Mapping[str, bool] | None = None,
+    *labelled: Any, fixed: Mapping[str, bool] | None = None, **fields: Any
 ) -> tuple[PostProcess, dict]:
     """The switches to use, chosen on native Dice of *validation* images ``ids`` (never test).
 
@@ -187,9 +175,7 @@ def choose_native_postprocess(
     kept; a switch in ``fixed`` is set as given. Returns the switches and a record for metrics.json
     (each step with its mean validation Dice without and with the switch).
     """
-    table = postprocess_table(
-        model, data, dataset, ids, batch_size, threshold, mask_threshold, crops
-    )
+    table = LabelledSet(*labelled, **fields).postprocess_table()
     chosen, steps = choose_switches(table, fixed)
     record = {
         **chosen.as_dict(),
@@ -202,15 +188,7 @@ def choose_native_postprocess(
 
 
 def native_segmentation_metrics(
-    model: SegmenterModule,
-    data: PreprocessedSet,
-    dataset: FundusDataset,
-    ids: list[str],
-    batch_size: int = 16,
-    threshold: float = 0.5,
-    mask_threshold: int | None = None,
-    crops: CropSet | None = None,
-    post: PostProcess | None = None,
+    *labelled: Any, post: PostProcess | None = None, **fields: Any
 ) -> dict:
     """Dice, IoU and HD95 of a segmenter on the photographs' own pixels, for images ``ids``.
 
@@ -223,28 +201,4 @@ def native_segmentation_metrics(
     :mod:`locseg.evaluation.metrics`). Runs on the model's device, without autograd.
     """
     post = post or PostProcess()
-    return native_metrics_by_post(
-        model, data, dataset, ids, [post], batch_size, threshold, mask_threshold, crops
-    )[post]
-
-
-def native_metrics_by_post(
-    model: SegmenterModule,
-    data: PreprocessedSet,
-    dataset: FundusDataset,
-    ids: list[str],
-    posts: Sequence[PostProcess],
-    batch_size: int = 16,
-    threshold: float = 0.5,
-    mask_threshold: int | None = None,
-    crops: CropSet | None = None,
-) -> dict[PostProcess, dict]:
-    """:func:`native_segmentation_metrics` for several switch sets from shared forward passes."""
-    scores = segmentation_scores(
-        model, data, dataset, ids, posts, batch_size, threshold, mask_threshold, crops
-    )
-    native = ("dice", "iou", "hd95_px")
-    return {
-        post: summarise_scores({i: {k: s[k] for k in native} for i, s in per_image.items()})
-        for post, per_image in scores.items()
-    }
+    return LabelledSet(*labelled, **fields).metrics_by_post([post])[post]

@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from dataclasses import dataclass, replace
+
 import torch
+
+from locseg.inference.postprocess import PostProcess
 
 
 class InferenceError(ValueError):
@@ -25,3 +30,31 @@ def check_options(batch_size: int, threshold: float) -> None:
         raise InferenceError(f"batch_size={batch_size} must be at least 1")
     if not 0.0 <= threshold <= 1.0:
         raise InferenceError(f"threshold={threshold} must lie in [0, 1] (it cuts a probability)")
+
+
+@dataclass(frozen=True)
+class InferenceOptions:
+    """How ``locseg.evaluate`` and ``locseg.predict`` run a network, checked when made.
+
+    ``batch_size`` images per forward pass, on ``device`` (``auto``: CUDA when there is one);
+    ``threshold`` cuts the segmenter's probabilities after they are mapped back to native size;
+    ``post``: its flip TTA and mask clean-ups (all off by default).
+    """
+
+    batch_size: int = 16
+    device: str = "auto"
+    threshold: float = 0.5
+    post: PostProcess = PostProcess()
+
+    def __post_init__(self) -> None:
+        check_options(self.batch_size, self.threshold)
+
+    def with_post(self, post: Mapping | PostProcess | None) -> InferenceOptions:
+        """These options with the switches ``post`` (a PostProcess, or ``{largest, fill, tta}``)."""
+        if not isinstance(post, PostProcess):
+            post = PostProcess.from_options(post)
+        return replace(self, post=post)
+
+    def target(self) -> torch.device:
+        """The torch device to run on (:func:`resolve_device`)."""
+        return resolve_device(self.device)

@@ -22,7 +22,7 @@ from locseg.data.dataset import IMAGE_SUFFIXES, mask_centroid, write_image
 from locseg.inference.batches import Loaded, batches, load_batch, run_models, whole_image_configs
 from locseg.inference.checkpoints import Model, checkpoint_paths, load_models
 from locseg.inference.native import to_native
-from locseg.inference.options import InferenceError, check_options, resolve_device
+from locseg.inference.options import InferenceError, InferenceOptions
 from locseg.inference.postprocess import PostProcess
 from locseg.io import write_text_atomic
 from locseg.roi.geometry import Box
@@ -174,9 +174,20 @@ def predict(
     ``post``: the segmenter's flip TTA and mask clean-ups (all off by default). Returns a
     summary: counts, ``skipped`` (file name -> reason) and where the outputs are.
     """
-    post = post or PostProcess()
-    check_options(batch_size, threshold)
-    target = resolve_device(device)
+    options = InferenceOptions(batch_size, device, threshold, post or PostProcess())
+    return predict_with(ckpts, input, output, options, console)
+
+
+def predict_with(
+    ckpts: str | Path | Sequence[str | Path],
+    input: str | Path,
+    output: str | Path,
+    options: InferenceOptions,
+    console: Console | None = None,
+) -> dict:
+    """:func:`predict` with its options checked already."""
+    batch_size, threshold, post = options.batch_size, options.threshold, options.post
+    target = options.target()
     images, skipped = list_inputs(Path(input).expanduser())
     models = load_models(checkpoint_paths(ckpts), target)
     output = Path(output).expanduser()
