@@ -16,11 +16,11 @@ from pytorch_lightning.loggers import CSVLogger, WandbLogger
 import locseg.train  # noqa: F401  (registers the locseg_arm resolver)
 from locseg.data import datamodules
 from locseg.data.preprocess import PreprocessConfig
-from locseg.data.roi_datamodule import RoiSegmentationDataModule
-from locseg.handoff import roi_overrides
 from locseg.models.localizer import LocalizerModule
 from locseg.models.segmenter import SegmenterModule
-from locseg.train import instantiate_all
+from locseg.roi.datamodule import RoiSegmentationDataModule
+from locseg.training.handoff import roi_overrides
+from locseg.training.job import instantiate_all
 
 
 def compose_cfg(*overrides: str, hydra: bool = False):
@@ -85,7 +85,7 @@ def test_phase_experiment_data_compose_and_instantiate(
 
 def test_real_recipe_segments_disc_crops_and_the_whole_recipe_does_not():
     """experiment=real turns the segment DataModule into the crop one; real_whole keeps photos."""
-    from locseg.handoff import ROI_DATAMODULE, roi_overrides
+    from locseg.training.handoff import ROI_DATAMODULE, roi_overrides
 
     real = compose_cfg("+phase=segment", "experiment=real", "data=drions")
     assert roi_overrides(real) == {"_target_": ROI_DATAMODULE, "roi": real.roi}

@@ -12,8 +12,10 @@ import torch
 from conftest import make_dataset
 from test_train import compose_job
 
-from locseg.inference import InferenceError, load_model, roi_localizer_path
+from locseg.inference.checkpoints import load_model
+from locseg.inference.options import InferenceError
 from locseg.models.encoder_io import load_encoder_checkpoint
+from locseg.roi.centres import roi_localizer_path
 from locseg.train import run_job
 
 

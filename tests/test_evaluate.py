@@ -19,10 +19,11 @@ from test_train import compose_job
 
 from locseg.data.dataset import DatasetError, read_image, read_mask
 from locseg.data.preprocess import PreprocessConfig, preprocess_image
-from locseg.data.roi import RoiError
 from locseg.evaluate import evaluate, main
-from locseg.inference import InferenceError, roi_localizer_path, roi_test_centres
+from locseg.inference.options import InferenceError
 from locseg.models.segmenter import SegmenterModule
+from locseg.roi.centres import roi_localizer_path, roi_test_centres
+from locseg.roi.geometry import RoiError
 from locseg.train import run_job
 
 WIDTH, HEIGHT = 64, 44

@@ -15,18 +15,7 @@ from scipy import ndimage
 
 from locseg.data.dataset import DatasetWriter, load_dataset, read_image, read_mask
 from locseg.data.preprocess import PreprocessConfig, preprocess_dataset, preprocess_image
-from locseg.data.roi import box_around, crop_input, crop_mask, paste_back
-from locseg.data.roi_datamodule import RoiSegmentationDataModule, true_centres
-from locseg.inference import (
-    InferenceError,
-    load_model,
-    load_models,
-    native_mask,
-    native_segmentation_metrics,
-    predict_centres,
-    segmentation_per_image,
-)
-from locseg.metrics_native import (
+from locseg.evaluation.metrics import (
     boundary_distances,
     dice,
     hd95,
@@ -34,8 +23,15 @@ from locseg.metrics_native import (
     mask_scores,
     summarise_scores,
 )
+from locseg.evaluation.native import native_segmentation_metrics, segmentation_per_image
+from locseg.inference.batches import predict_centres
+from locseg.inference.checkpoints import load_model, load_models
+from locseg.inference.native import native_mask
+from locseg.inference.options import InferenceError
 from locseg.models.localizer import LocalizerModule
 from locseg.models.segmenter import SegmenterModule
+from locseg.roi.datamodule import RoiSegmentationDataModule, true_centres
+from locseg.roi.geometry import box_around, crop_input, crop_mask, paste_back
 
 
 def disc(shape: tuple[int, int], cx: float, cy: float, r: float) -> np.ndarray:
@@ -399,7 +395,7 @@ def test_whole_photograph_frame_is_todays_stretch_bit_for_bit(wide_set):
     """crop_fov=false: masks, centres and localizer distances are exactly the pre-frame ones."""
     from locseg.data.datamodules import FundusSamples
     from locseg.data.preprocess import native_center
-    from locseg.inference import to_native
+    from locseg.inference.native import to_native
     from locseg.models.localizer import localization_errors
 
     dataset, data = wide_set
@@ -447,8 +443,8 @@ class Bright(torch.nn.Module):
 def test_postprocessing_is_chosen_on_validation_images_switch_by_switch(wide_set):
     """TTA first (it removes the corner speck), then largest component (nothing left to gain:
     a tie keeps it off); forcing TTA off leaves the speck to the largest component."""
-    from locseg.inference import choose_native_postprocess
-    from locseg.postprocess import PostProcess
+    from locseg.evaluation.native import choose_native_postprocess
+    from locseg.inference.postprocess import PostProcess
 
     dataset, data = wide_set
     ids, model = ["w0", "w1", "w2"], Bright()

@@ -15,9 +15,10 @@ from pathlib import Path
 import pytest
 from hydra.core.override_parser.overrides_parser import OverridesParser
 
-from locseg.data.roi import RoiError, check_centre_source
+from locseg.evaluation.postprocess import switch_options
+from locseg.inference.postprocess import PostProcess
 from locseg.options import switch, word
-from locseg.postprocess import PostProcess, switch_options
+from locseg.roi.geometry import RoiError, check_centre_source
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -80,7 +81,7 @@ def test_evaluate_postprocess_switches_as_hydra_types_them():
 
 
 def test_roi_datamodule_takes_the_boolean_true():
-    from locseg.data.roi_datamodule import RoiSegmentationDataModule
+    from locseg.roi.datamodule import RoiSegmentationDataModule
 
     module = RoiSegmentationDataModule(root="unused", roi={"test_centres": True})
     assert module.centre_source == "true"

@@ -5,13 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from locseg.postprocess import (
-    choose_postprocessing,
-    fill_holes,
-    hflip_tta,
-    largest_component,
-    postprocess,
-)
+from locseg.evaluation.postprocess import choose_postprocessing
+from locseg.inference.postprocess import fill_holes, hflip_tta, largest_component, postprocess
 
 
 def _disc(size: int, cx: float, cy: float, radius: float) -> np.ndarray:
@@ -101,7 +96,8 @@ def test_choose_postprocessing_errors_name_the_problem():
 
 
 def test_training_switches_are_auto_true_or_false():
-    from locseg.postprocess import PostProcess, switch_options
+    from locseg.evaluation.postprocess import switch_options
+    from locseg.inference.postprocess import PostProcess
 
     assert switch_options({"tta": "auto", "largest": True, "fill": False}) == {
         "largest": True,
@@ -118,7 +114,8 @@ def test_training_switches_are_auto_true_or_false():
 
 
 def test_switches_are_decided_in_order_on_paired_validation_dice():
-    from locseg.postprocess import PostProcess, choose_switches
+    from locseg.evaluation.postprocess import choose_switches
+    from locseg.inference.postprocess import PostProcess
 
     # TTA gains everywhere; largest gains on top of it only on a; fill never changes anything.
     table = {}

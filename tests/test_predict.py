@@ -16,18 +16,13 @@ from test_train import compose_job
 
 from locseg.data.dataset import load_dataset, read_image, write_image
 from locseg.data.preprocess import PreprocessConfig, preprocess_dataset, preprocess_image
-from locseg.data.roi import box_around, crop_input, paste_back
+from locseg.inference.batches import load_input
+from locseg.inference.native import native_mask
 from locseg.models.encoder_io import EncoderCheckpointError
 from locseg.models.localizer import LocalizerModule
 from locseg.models.segmenter import SegmenterModule
-from locseg.predict import (
-    PredictError,
-    load_input,
-    main,
-    native_mask,
-    parse_args,
-    predict,
-)
+from locseg.predict import PredictError, main, parse_args, predict
+from locseg.roi.geometry import box_around, crop_input, paste_back
 from locseg.train import run_job
 
 NATIVE = {"seg_000.png": (48, 48), "loc_000.png": (48, 48), "wide.png": (60, 40)}
@@ -279,8 +274,9 @@ def test_postprocessing_switches_apply_to_the_written_masks(trained, photos, tmp
     ``tta`` averages the probabilities with the mirrored image's."""
     from scipy import ndimage
 
-    from locseg.inference import load_model, segment
-    from locseg.postprocess import PostProcess
+    from locseg.inference.batches import segment
+    from locseg.inference.checkpoints import load_model
+    from locseg.inference.postprocess import PostProcess
 
     # tta with the trained network: the flip-averaged probabilities, thresholded at native size.
     written = _predict_wide(trained, photos, tmp_path / "tta", tta=True)

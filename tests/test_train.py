@@ -143,9 +143,9 @@ def test_missing_encoder_names_the_fix(tmp_path, data_root):
 
 def test_finished_job_is_skipped(tmp_path, data_root, monkeypatch):
     first = run("segment", tmp_path / "S", data_root, "+trainer.fast_dev_run=true")
-    import locseg.train
+    import locseg.training.job
 
-    monkeypatch.setattr(locseg.train, "train", lambda *a: pytest.fail("should have skipped"))
+    monkeypatch.setattr(locseg.training.job, "train", lambda *a: pytest.fail("should have skipped"))
     again = run_job(compose_job("segment", tmp_path / "S", data_root, "+trainer.fast_dev_run=true"))
     assert again["config_hash"] == first["config_hash"]
 
@@ -288,8 +288,9 @@ def test_crop_fov_segment_native_dice_goes_back_through_the_frame(tmp_path, fov_
     from locseg.data.frames import mask_from_frame
     from locseg.data.preprocess import preprocess_framed
     from locseg.evaluate import evaluate
-    from locseg.inference import forward, load_model
-    from locseg.metrics_native import dice
+    from locseg.evaluation.metrics import dice
+    from locseg.inference.batches import forward
+    from locseg.inference.checkpoints import load_model
     from locseg.predict import predict
 
     seg = run(
@@ -333,7 +334,8 @@ def test_crop_fov_localizer_distance_is_in_native_pixels(tmp_path, fov_root):
     from locseg.data.dataset import load_dataset
     from locseg.data.frames import from_frame
     from locseg.data.preprocess import PreprocessConfig, preprocess_dataset
-    from locseg.inference import forward, load_model
+    from locseg.inference.batches import forward
+    from locseg.inference.checkpoints import load_model
 
     loc = run("localize", tmp_path / "L", fov_root, "steps.localize=4", *FOV)
     model = load_model(Path(loc["best_checkpoint"]), torch.device("cpu"))
@@ -388,10 +390,11 @@ def roi_jobs(tmp_path_factory, data_root) -> dict:
 def test_roi_job_scores_crops_around_the_localizer_centres(roi_jobs, data_root):
     """Native Dice of a roi=disc job: crop around the *predicted* centre, segment, paste back."""
     from locseg.data.dataset import load_dataset, read_image, read_mask
-    from locseg.data.roi import box_around, crop_input, paste_back
-    from locseg.inference import forward, load_model, predict_centres, segment
-    from locseg.metrics_native import dice
-    from locseg.postprocess import PostProcess
+    from locseg.evaluation.metrics import dice
+    from locseg.inference.batches import forward, predict_centres, segment
+    from locseg.inference.checkpoints import load_model
+    from locseg.inference.postprocess import PostProcess
+    from locseg.roi.geometry import box_around, crop_input, paste_back
 
     seg, localizer = roi_jobs["seg"], roi_jobs["localizer"]
     roi = seg["roi"]

@@ -11,7 +11,13 @@ from conftest import make_dataset
 
 from locseg.data.dataset import DatasetError, read_image, read_mask
 from locseg.data.preprocess import PreprocessConfig, preprocess_image
-from locseg.data.roi import (
+from locseg.evaluation.metrics import dice
+from locseg.roi.datamodule import (
+    CHECKPOINT_ENTRY,
+    RoiSegmentationDataModule,
+    true_centres,
+)
+from locseg.roi.geometry import (
     Box,
     RoiError,
     RoiSpec,
@@ -22,12 +28,6 @@ from locseg.data.roi import (
     cut,
     paste_back,
 )
-from locseg.data.roi_datamodule import (
-    CHECKPOINT_ENTRY,
-    RoiSegmentationDataModule,
-    true_centres,
-)
-from locseg.metrics_native import dice
 
 
 def disc(shape: tuple[int, int], cx: float, cy: float, r: float) -> np.ndarray:
@@ -238,8 +238,9 @@ def test_every_training_window_is_the_preprocessing_of_its_own_box(roi_module):
 def test_evaluate_and_predict_crop_what_training_shows_at_the_same_centre(roi_module, tmp_path):
     """``locseg.evaluate`` (build_crops around the centres) and ``locseg.predict`` (crop_input
     around the localizer's centre) feed the segmenter the pixels of the training window there."""
-    from locseg.evaluate import roi_crops
-    from locseg.inference import Model, load_input, run_models
+    from locseg.inference.batches import load_input, run_models
+    from locseg.inference.checkpoints import Model
+    from locseg.roi.centres import roi_crops
 
     ids = roi_module.selection["train"]
     samples = roi_module.samples("train", None, train=True)

@@ -8,10 +8,10 @@ import torch
 from conftest import make_dataset
 
 from locseg.data.dataset import DatasetError, read_image
-from locseg.data.roi import Box, box_around, crop_input
-from locseg.data.roi_datamodule import RoiSegmentationDataModule, true_centres
-from locseg.data.roi_localization import LOCALIZER_ENTRY, RoiLocalizationDataModule
 from locseg.models.localizer import localization_errors
+from locseg.roi.datamodule import RoiSegmentationDataModule, true_centres
+from locseg.roi.geometry import Box, box_around, crop_input
+from locseg.roi.localization import LOCALIZER_ENTRY, RoiLocalizationDataModule
 
 SIZE = 32  # the window (network input) in px
 ROI = {"side_diameters": 2.0, "localizer_crops": True, "localizer_jitter": 0.25}

@@ -8,7 +8,7 @@ never the headline).
 
 Every crop of every split goes through one pipeline: the box's native pixels are cut from the
 photograph and preprocessed on their own (gray, min-max, CLAHE, gamma, area resize; see
-:func:`locseg.data.roi.crop_input`), never a larger area, so a training window and a test crop
+:func:`locseg.roi.geometry.crop_input`), never a larger area, so a training window and a test crop
 at the same centre are the same pixels. Validation and test crops are cached on disk
 (:func:`build_crops`), keyed by the source cache (itself keyed by the files' content), the boxes
 and the parameters. Training draws move the box: every draw takes a ``side`` px window at a random
@@ -40,7 +40,8 @@ from locseg.data.preprocess import (
     _file_record,
     resize_mask,
 )
-from locseg.data.roi import (
+from locseg.io import atomic_path, write_json_atomic
+from locseg.roi.geometry import (
     Box,
     RoiSpec,
     box_around,
@@ -53,7 +54,6 @@ from locseg.data.roi import (
     preprocess_piece,
     window_in,
 )
-from locseg.io import atomic_path, write_json_atomic
 
 CROP_CACHE_VERSION = 1
 # 1: native gray pixels and masks of the box around each training centre (windows cut at draw time)
@@ -65,7 +65,7 @@ CROP_PIPELINE = "windows-v1"
 # The entry of a Lightning checkpoint that carries the region a segmenter was trained on; the
 # DataModule's state_dict lands in every checkpoint Lightning writes while it trains.
 CHECKPOINT_ENTRY = "locseg_roi"
-# roi keys read by the crop-scale localizer (locseg.data.roi_localization); a segmenter ignores
+# roi keys read by the crop-scale localizer (locseg.roi.localization); a segmenter ignores
 # them, so one roi node serves the localize and the segment jobs of a sweep.
 LOCALIZER_KEYS = ("localizer_crops", "localizer_jitter", "localizer_diameter_px")
 
@@ -179,11 +179,12 @@ def _save_arrays(folder: Path, arrays: Mapping[str, np.ndarray], meta: dict) -> 
 class NativeSet:
     """Native pixels around each training centre; windows are cut and preprocessed per draw.
 
-    Row i = ``ids[i]``: the uint8 luma (:func:`locseg.data.roi.gray`) and {0, 1} mask of
+    Row i = ``ids[i]``: the uint8 luma (:func:`locseg.roi.geometry.gray`) and {0, 1} mask of
     ``boxes[i]`` (``side + 2m`` native px, black / 0 beyond the photograph). A window at integer
     offset (x, y) in ``[0, spare]`` is the ``side`` px box there, preprocessed on its own pixels
-    (:func:`locseg.data.roi.preprocess_piece`): exactly :func:`locseg.data.roi.crop_input` of the
-    photograph at that box, as validation, test, evaluate and predict crops are made.
+    (:func:`locseg.roi.geometry.preprocess_piece`): exactly
+    :func:`locseg.roi.geometry.crop_input` of the photograph at that box, as validation, test,
+    evaluate and predict crops are made.
     """
 
     ids: list[str]
@@ -290,7 +291,7 @@ class CropSamples(FundusSamples):
 
     From a :class:`NativeSet` (training) each draw preprocesses a ``side`` px window at a random
     offset (:meth:`offset`); from a :class:`CropSet` each crop is used whole. Either way the input
-    is :func:`locseg.data.roi.crop_input` of the photograph at ``box``. ``center`` is the true
+    is :func:`locseg.roi.geometry.crop_input` of the photograph at ``box``. ``center`` is the true
     centre in the input, normalised; ``index`` is the image's row in the source cache.
     """
 
@@ -349,7 +350,7 @@ class CropSamples(FundusSamples):
 class RoiSegmentationDataModule(SegmentationDataModule):
     """:class:`SegmentationDataModule` on disc-centred crops of ``image_size`` px.
 
-    ``roi``: the :class:`~locseg.data.roi.RoiSpec` fields (``side_diameters``, ``side_px``,
+    ``roi``: the :class:`~locseg.roi.geometry.RoiSpec` fields (``side_diameters``, ``side_px``,
     ``jitter``), ``test_centres`` (``predicted`` | ``true``) and ``localizer_ckpt`` (where the
     entry point finds the localizer that predicts the test centres; kept here, not used here).
     The crop side in native px is fixed from the *training* masks of the fold and fraction.
@@ -444,7 +445,7 @@ class RoiSegmentationDataModule(SegmentationDataModule):
             raise DatasetError(
                 f"{self.root}: data.roi.test_centres=predicted but no centres were given; call "
                 "set_test_centres({id: (x, y)}) with the localizer's predictions before testing "
-                "(locseg.inference.predict_centres makes them), or set roi.test_centres=true "
+                "(locseg.roi.centres.roi_test_centres makes them), or set roi.test_centres=true "
                 "for the oracle bound"
             )
         return self.test_centres

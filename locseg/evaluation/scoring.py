@@ -11,8 +11,9 @@ from pathlib import Path
 import pytorch_lightning as pl
 from omegaconf import DictConfig
 
-from locseg.inference import choose_native_postprocess, native_metrics_by_post
-from locseg.postprocess import PostProcess, switch_options
+from locseg.evaluation.native import LabelledSet, choose_native_postprocess
+from locseg.evaluation.postprocess import switch_options
+from locseg.inference.postprocess import PostProcess
 
 
 def stage_metrics(results: list[dict], stage: str) -> dict[str, float]:
@@ -66,9 +67,8 @@ def add_native_metrics(
         **common,
     )
     raw = PostProcess()
-    scored = native_metrics_by_post(
-        model, data, dataset, datamodule.selection["test"], [raw, post], crops=crops, **common
-    )
+    test = LabelledSet(model, data, dataset, datamodule.selection["test"], crops=crops, **common)
+    scored = test.metrics_by_post([raw, post])
     native, posted = scored[raw], scored[post]
     for key in ("dice_native", "iou_native", "hd95_native_px", "hd95_undefined"):
         result["test"][key] = native[key]

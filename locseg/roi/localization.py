@@ -9,8 +9,8 @@ places the test crops (a crop localizer cannot search a photograph, so it is nev
 The pool and its leakage guard are :class:`LocalizationDataModule`'s. Each training draw is a
 ``side`` px window at a random integer offset inside a box of ``side + 2m`` native px around the
 true centre (``m = floor(localizer_jitter * side)``; the box's native pixels are cached by
-:func:`locseg.data.roi_datamodule.build_native`), preprocessed on its own pixels like every other
-crop (:func:`locseg.data.roi.crop_input`), so the disc lands anywhere in the central part of the
+:func:`locseg.roi.datamodule.build_native`), preprocessed on its own pixels like every other
+crop (:func:`locseg.roi.geometry.crop_input`), so the disc lands anywhere in the central part of the
 window; validation windows sit at fixed, seeded offsets. Batches carry ``frame_size`` = the
 window's side in native px, so ``val/dist_px`` is in native px of the photograph and the
 baselines are those of the window (its mean training centre, its centre).
@@ -28,8 +28,7 @@ import torch
 from locseg.data.datamodules import FundusSamples, LocalizationDataModule
 from locseg.data.dataset import DatasetError, FundusDataset
 from locseg.data.preprocess import PreprocessedSet
-from locseg.data.roi import RoiError, RoiSpec, box_around, jitter_px
-from locseg.data.roi_datamodule import (
+from locseg.roi.datamodule import (
     CROP_PIPELINE,
     LOCALIZER_KEYS,
     CropSamples,
@@ -37,6 +36,7 @@ from locseg.data.roi_datamodule import (
     build_native,
     true_centres,
 )
+from locseg.roi.geometry import RoiError, RoiSpec, box_around, jitter_px
 
 # The entry of a Lightning checkpoint (the DataModule's state_dict) that marks a crop localizer.
 LOCALIZER_ENTRY = "locseg_roi_localizer"

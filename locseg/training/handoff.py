@@ -14,15 +14,16 @@ from pathlib import Path
 from omegaconf import DictConfig
 
 from locseg.experiments.sweep import ENCODER_FILE, find_encoder
-from locseg.inference import InferenceError, roi_localizer_path, roi_test_centres
+from locseg.inference.options import InferenceError
 from locseg.models.encoder_io import (
     EncoderCheckpointError,
     load_encoder_checkpoint,
     save_encoder,
 )
+from locseg.roi.centres import roi_localizer_path, roi_test_centres
 
-ROI_DATAMODULE = "locseg.data.roi_datamodule.RoiSegmentationDataModule"
-ROI_LOCALIZATION = "locseg.data.roi_localization.RoiLocalizationDataModule"
+ROI_DATAMODULE = "locseg.roi.datamodule.RoiSegmentationDataModule"
+ROI_LOCALIZATION = "locseg.roi.localization.RoiLocalizationDataModule"
 
 
 def hand_on_encoder(path: Path, model, datamodule, cfg: DictConfig) -> Path:
