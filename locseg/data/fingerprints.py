@@ -115,15 +115,20 @@ class DuplicatePair:
 # --------------------------------------------------------------------------- one image
 
 
-def fingerprint_image(gray: np.ndarray) -> np.ndarray:
-    """Fingerprint of grey uint8 pixels: float32 [band-passed thumbnail | FOV mask] (2*SIZE)."""
+def _working_gray(gray: np.ndarray, longest: int) -> np.ndarray:
+    """Grey float32 pixels with the longest side resized to ``longest`` (area when shrinking)."""
     if gray.ndim == 3:
         gray = cv2.cvtColor(gray, cv2.COLOR_RGB2GRAY)
     height, width = gray.shape
-    scale = WORK / max(height, width)
-    work_size = (max(1, round(width * scale)), max(1, round(height * scale)))
+    scale = longest / max(height, width)
+    size = (max(1, round(width * scale)), max(1, round(height * scale)))
     interpolation = cv2.INTER_AREA if scale < 1 else cv2.INTER_LINEAR
-    work = cv2.resize(gray, work_size, interpolation=interpolation).astype(np.float32)
+    return cv2.resize(gray, size, interpolation=interpolation).astype(np.float32)
+
+
+def fingerprint_image(gray: np.ndarray) -> np.ndarray:
+    """Fingerprint of grey uint8 pixels: float32 [band-passed thumbnail | FOV mask] (2*SIZE)."""
+    work = _working_gray(gray, WORK)
     fov = field_of_view(work).astype(np.float32)
     # Masked average to THUMB x THUMB: border pixels do not darken the thumbnail's rim.
     weight = cv2.resize(fov, (THUMB, THUMB), interpolation=cv2.INTER_AREA)
@@ -265,13 +270,7 @@ def registration_image(gray: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     real fundus and colonoscopy photographs >= 0.61) gets an empty FOV: :func:`registered_score`
     never matches it, only identical files match it.
     """
-    if gray.ndim == 3:
-        gray = cv2.cvtColor(gray, cv2.COLOR_RGB2GRAY)
-    height, width = gray.shape
-    scale = REGISTER_SIZE / max(height, width)
-    size = (max(1, round(width * scale)), max(1, round(height * scale)))
-    interpolation = cv2.INTER_AREA if scale < 1 else cv2.INTER_LINEAR
-    work = cv2.resize(gray, size, interpolation=interpolation).astype(np.float32)
+    work = _working_gray(gray, REGISTER_SIZE)
     fov = field_of_view(work).astype(np.uint8)
     kernel = np.ones((2 * REGISTER_RIM + 1,) * 2, np.uint8)
     inside = cv2.erode(fov, kernel, borderType=cv2.BORDER_CONSTANT, borderValue=0)
