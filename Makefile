@@ -56,15 +56,16 @@ tune-drions: install
 tune-idrid: install
 	$(call tune,data=drions pool=idrid-centres $(REAL),outputs/sweeps/tune-idrid-on-drions)
 
-# Real photographs from ../shared (experiment=real, about 30 min each on 2 cores). The localizer
-# learns from IDRiD's 508 centre-only photographs (pool=idrid-centres, copies of the masked
-# photographs dropped by content); one localizer serves every fold and places every arm's test
-# crops (roi=disc: 64-px crops of 2 disc diameters around its predicted centre; native metrics).
-# idrid: segment IDRiD's 81 masks; drions: DRIONS-DB's 109 (another dataset).
+# Real photographs from ../shared (about 30 min each on 2 cores). The localizer learns from
+# IDRiD's 508 centre-only photographs (pool=idrid-centres, copies of the masked photographs
+# dropped by content); one localizer serves every fold and places every arm's test crops
+# (roi=disc: 64-px disc-centred crops around its predicted centre; native metrics). Each
+# dataset's recipe (experiment=real_idrid / real_drions) was chosen by the tune target of the
+# OTHER dataset (docs/recipe.md). idrid: IDRiD's 81 masks; drions: DRIONS-DB's 109.
 idrid: install
-	$(call experiment,data=idrid pool=idrid-centres $(REAL),outputs/sweeps/idrid,localize,)
+	$(call experiment,data=idrid pool=idrid-centres experiment=real_idrid,outputs/sweeps/idrid,localize,)
 drions: install
-	$(call experiment,data=drions pool=idrid-centres $(REAL),outputs/sweeps/drions,localize,)
+	$(call experiment,data=drions pool=idrid-centres experiment=real_drions,outputs/sweeps/drions,localize,)
 
 # The transfer arms on a crop-scale encoder (after make drions / make idrid): a second localizer
 # learns the disc on 64-px windows of 2 disc diameters of the IDRiD pool (+sweep=localize_crops; the
@@ -81,9 +82,9 @@ define crop_encoder
 	$(BIN)/python -m locseg.ablation whole-encoder=$(2) crop-encoder=$(3) --baseline whole-encoder --out $(3)/ablation.md
 endef
 drions-crops: install
-	$(call crop_encoder,data=drions pool=idrid-centres $(REAL),outputs/sweeps/drions,outputs/sweeps/drions-crops)
+	$(call crop_encoder,data=drions pool=idrid-centres experiment=real_drions,outputs/sweeps/drions,outputs/sweeps/drions-crops)
 idrid-crops: install
-	$(call crop_encoder,data=idrid pool=idrid-centres $(REAL),outputs/sweeps/idrid,outputs/sweeps/idrid-crops)
+	$(call crop_encoder,data=idrid pool=idrid-centres experiment=real_idrid,outputs/sweeps/idrid,outputs/sweeps/idrid-crops)
 
 # The same on whole photographs squeezed to 64 px (the earlier recipe; the ablation's baseline).
 REAL_WHOLE := experiment=real_whole

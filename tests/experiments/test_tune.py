@@ -113,3 +113,24 @@ def test_the_tuning_templates_sweep_on_scratch_fold_0_all_masks(template, keys, 
         1.0,
     )
     assert cfg.roi.test_centres == "predicted", "tuning scores crops the localizer places"
+
+
+def test_each_real_recipe_is_tuned_on_the_other_dataset():
+    """The rule of docs/recipe.md, as the Makefile wires it: make drions runs the recipe that
+    make tune-drions chose, and make tune-drions never sees a DRIONS-DB photograph (and the
+    same for IDRiD)."""
+    import subprocess
+
+    from tests.test_config import compose_cfg
+
+    def dry_run(target: str) -> str:
+        return subprocess.run(
+            ["make", "-n", target], capture_output=True, text=True, check=True
+        ).stdout
+
+    for target, other in (("drions", "idrid"), ("idrid", "drions")):
+        tuning = dry_run(f"tune-{target}")
+        assert f"data={other} " in tuning and f"data={target} " not in tuning
+        assert f"experiment=real_{target}" in dry_run(target)
+        recipe = compose_cfg("+phase=segment", f"experiment=real_{target}", f"data={target}")
+        assert recipe.roi.test_centres == "predicted" and recipe.steps.segment == 500
