@@ -55,7 +55,7 @@ def test_phase_experiment_data_compose_and_instantiate(
     OmegaConf.resolve(cfg)  # every interpolation resolves
 
     built = instantiate(cfg.data, **roi_overrides(cfg))
-    crops = phase == "segment" and experiment == "real"
+    crops = phase == "segment" and experiment in ("real", "real_drions", "real_idrid")
     expected_dm = RoiSegmentationDataModule if crops else getattr(datamodules, datamodule)
     assert type(built) is expected_dm
     assert built.preprocess_config == PreprocessConfig(
