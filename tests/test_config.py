@@ -30,7 +30,9 @@ def compose_cfg(*overrides: str, hydra: bool = False):
 
 
 @pytest.mark.parametrize("phase", ["localize", "segment"])
-@pytest.mark.parametrize("experiment", ["demo", "paper", "real", "real_drions", "real_idrid", "real_whole"])
+@pytest.mark.parametrize(
+    "experiment", ["demo", "paper", "real", "real_drions", "real_idrid", "real_whole"]
+)
 @pytest.mark.parametrize("data", ["synthetic", "drions"])
 def test_phase_experiment_data_compose_and_instantiate(
     phase, experiment, data, tmp_path, monkeypatch
