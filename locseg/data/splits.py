@@ -324,7 +324,10 @@ def _check_same_eye(
             f"may hold an eye its training images also show. Delete {path} and re-run every sweep "
             "on this dataset."
         )
-    return {**stored, "grouping": GROUPING, "joined": {}}
+    checked = {**stored, "grouping": GROUPING, "joined": {}}  # the same folds, now marked
+    if os.access(path, os.W_OK):
+        write_json_atomic(path, checked)  # so the next job does not register every pair again
+    return checked
 
 
 def dataset_splits(
