@@ -160,17 +160,22 @@ def artefacts(tmp_path_factory) -> dict[str, str]:
     }
 
 
-def train(*args: str) -> None:
+def run_python(module: str, args: list[str], cwd: Path, timeout: int) -> None:
+    """``python -m module args`` in a subprocess on one thread; its output shown if it fails."""
     env = {**os.environ, "OMP_NUM_THREADS": "1", "HYDRA_FULL_ERROR": "1"}
     result = subprocess.run(
-        [sys.executable, "-m", "locseg.train", *args],
-        cwd=REPO,
+        [sys.executable, "-m", module, *args],
+        cwd=cwd,
         env=env,
         capture_output=True,
         text=True,
-        timeout=600,
+        timeout=timeout,
     )
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+
+
+def train(*args: str) -> None:
+    run_python("locseg.train", list(args), REPO, 600)
 
 
 FRESH = ("OUT_DIR", "OUT")  # a new folder per command
@@ -244,16 +249,7 @@ def compose_train(args: list[str], run_dir: Path) -> None:
 
 def run_module(module: str, args: list[str], work: Path) -> None:
     if module == "locseg.evaluate":  # Hydra's entry point: as the user runs it
-        env = {**os.environ, "OMP_NUM_THREADS": "1"}
-        result = subprocess.run(
-            [sys.executable, "-m", module, *args, "device=cpu"],
-            cwd=work,
-            env=env,
-            capture_output=True,
-            text=True,
-            timeout=300,
-        )
-        assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+        run_python(module, [*args, "device=cpu"], work, 300)
         return
     import importlib
 
